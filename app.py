@@ -1,0 +1,53 @@
+"""Attendant web chat: `python app.py [--config configs/demo.yaml] [--host H] [--port P]`.
+
+On a fresh clone the first run builds whatever the config's artifacts lack, then serves.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from service.cli import run_cli, setup_logging
+from service.config import DEFAULT_CONFIG, load_config
+
+log = logging.getLogger("attendant")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python app.py", description="Serve the Attendant customer-service web chat.")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="deployment config (default: %(default)s)")
+    p.add_argument("--host", default=None, help="address to listen on (default: the config's server.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: the config's server.port, 7860)")
+    p.add_argument("--no-build", action="store_true",
+                   help="fail with an error instead of building missing artifacts")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def create_app(config_path: str | None = None, build_missing: bool = True):
+    """The Gradio app and the assistant behind it (tests use this too)."""
+    from service.artifacts import prepare_assistant
+    from service.ui import build_ui
+
+    config = load_config(config_path)
+    assistant = prepare_assistant(config, build_missing=build_missing)
+    return build_ui(assistant, title=f"{config.store_name} support"), assistant, config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    demo, _, config = create_app(args.config, build_missing=not args.no_build)
+    from service.ui import CSS
+
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    log.info("serving %s on http://%s:%d", config.store_name, host, port)
+    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, css=CSS, footer_links=["api"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,178 @@
+"""The turn pipeline: message -> validate -> NLU -> retrieval -> policy -> action -> Reply.
+
+`Assistant.respond` never raises: whatever goes wrong becomes a polite reply and a log line,
+and the session stays usable.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import defaultdict
+from typing import Any, Protocol
+
+from service import smalltalk
+from service.handoff import HandoffDesk, InMemoryHandoffDesk
+from service.nlu import NLU, NLUResult
+from service.pii import redact
+from service.policy import Decision, Thresholds, decide
+from service.reply import ProductCard, Reply, Source
+from service.sessions import InMemorySessionStore, SessionState, SessionStore
+from service.text import clean_message
+
+log = logging.getLogger(__name__)
+
+_PRODUCT_ID = re.compile(r"\bP\d{3,6}\b", re.I)
+_SIMILAR = re.compile(r"\b(similar|like (this|that|it|the)|alternatives?|comparable)\b", re.I)
+MAX_FAILED_TURNS = 2
+
+
+class FlowEngine(Protocol):
+    """Runs multi-turn service flows (order status, returns...); returns None to decline."""
+
+    def handle(self, decision: Decision, state: SessionState, text: str, nlu: NLUResult) -> Reply | None: ...
+
+
+class Assistant:
+    def __init__(self, *, nlu: NLU, faq_index: Any, recommender: Any, thresholds: Thresholds,
+                 store_name: str = "our store", sessions: SessionStore | None = None,
+                 desk: HandoffDesk | None = None, flows: FlowEngine | None = None,
+                 max_message_chars: int = 2000, top_k: int = 5, support_hours: str = "",
+                 faq_records: dict[str, dict] | None = None):
+        self.nlu = nlu
+        self.faq_records = faq_records or {}
+        self.faq_index = faq_index
+        self.recommender = recommender
+        self.thresholds = thresholds
+        self.store_name = store_name
+        self.sessions = sessions or InMemorySessionStore()
+        self.desk = desk or InMemoryHandoffDesk()
+        self.flows = flows
+        self.max_message_chars = max_message_chars
+        self.top_k = top_k
+        self.support_hours = support_hours
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+    # -- the turn -----------------------------------------------------------------------------
+    def respond(self, session_id: str, message: object) -> Reply:
+        session_id = str(session_id or "anonymous")[:128]
+        with self._locks[session_id]:
+            try:
+                return self._respond(session_id, message)
+            except Exception:  # the customer gets an apology, the operator the traceback
+                log.exception("turn failed for session %s", session_id)
+                return Reply(smalltalk.INTERNAL_ERROR, action="fallback")
+
+    def _respond(self, session_id: str, message: object) -> Reply:
+        state = self.sessions.load(session_id)
+        clean = clean_message(message, self.max_message_chars)
+        if clean.problem:
+            text = smalltalk.EMPTY if clean.problem == "empty" else smalltalk.UNREADABLE
+            reply = Reply(text, action="clarify", suggestions=list(smalltalk.SUGGESTED_QUESTIONS[:3]))
+            self._record(state, "", reply)
+            return reply
+
+        nlu = self.nlu.parse(clean.text)
+        faq_hits = self.faq_index.search(nlu.embedding, self.top_k)
+        decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
+                          flows_available=self.flows is not None)
+        reply = self._act(decision, state, clean.text, nlu, faq_hits)
+
+        state.failed_turns = state.failed_turns + 1 if reply.action == "fallback" else 0
+        if state.failed_turns >= MAX_FAILED_TURNS and not state.handoff:
+            reply = self._handoff(state, "two turns in a row the assistant could not help", nlu, clean.text)
+        if clean.truncated:
+            reply.text = smalltalk.TRUNCATED.format(length=clean.original_length) + reply.text
+        reply.debug.update({"decision": decision.reason, "ranking": nlu.ranking[:3],
+                            "faq": [(h.id, round(h.score, 4)) for h in faq_hits[:3]]})
+        self._record(state, clean.text, reply)
+        return reply
+
+    # -- actions ------------------------------------------------------------------------------
+    def _act(self, d: Decision, state: SessionState, text: str, nlu: NLUResult, faq_hits: list) -> Reply:
+        base = {"intent": nlu.intent, "confidence": nlu.confidence}
+        if d.action != "clarify":
+            state.pending_clarify = []
+        if d.action == "handoff":
+            if state.handoff:
+                return Reply(smalltalk.HANDOFF_WAITING.format(ticket=state.ticket_id), action="handoff",
+                             handoff=True, **base)
+            return self._handoff(state, d.reason, nlu, text)
+        if d.flow is not None or d.action == "flow":
+            reply = self.flows.handle(d, state, text, nlu) if self.flows else None
+            if reply is not None:
+                return reply
+            d = Decision("fallback", nlu.intent, reason="the flow declined")
+        if d.action == "answer_faq":
+            return self._answer(d.faq_ids[0], faq_hits, base)
+        if d.action == "clarify":
+            return self._clarify(d.faq_ids, faq_hits, state, base)
+        if d.action == "recommend":
+            return self._recommend(text, nlu, state, base)
+        if d.action == "small_talk":
+            return Reply(smalltalk.SMALL_TALK[nlu.intent].format(store=self.store_name), action="small_talk", **base)
+        if d.action == "out_of_scope":
+            return Reply(smalltalk.OUT_OF_SCOPE, action="out_of_scope", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)
+        return Reply(smalltalk.FALLBACK, action="fallback", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)
+
+    def _faq_record(self, faq_id: str, faq_hits: list) -> tuple[dict, float]:
+        for h in faq_hits:
+            if h.id == faq_id:
+                return h.meta, h.score
+        return self.faq_records[faq_id], 0.0
+
+    def _answer(self, faq_id: str, faq_hits: list, base: dict) -> Reply:
+        record, score = self._faq_record(faq_id, faq_hits)
+        return Reply(record["answer"], action="answer_faq",
+                     sources=[Source(faq_id, record["question"], round(float(score), 4))], **base)
+
+    def _clarify(self, faq_ids: list[str], faq_hits: list, state: SessionState, base: dict) -> Reply:
+        records = [self._faq_record(i, faq_hits) for i in faq_ids[:3]]
+        state.pending_clarify = list(faq_ids[:3])
+        lines = [f"{n}. {r['question']}" for n, (r, _) in enumerate(records, 1)]
+        text = "I want to be sure I answer the right question. Did you mean:\n" + "\n".join(lines) + \
+               "\n\nReply with the number, or rephrase your question."
+        return Reply(text, action="clarify", suggestions=[r["question"] for r, _ in records],
+                     sources=[Source(i, r["question"], round(float(s), 4)) for i, (r, s) in zip(faq_ids, records)],
+                     **base)
+
+    def _recommend(self, text: str, nlu: NLUResult, state: SessionState, base: dict) -> Reply:
+        product_id = _PRODUCT_ID.search(text)
+        if product_id and _SIMILAR.search(text):
+            suggestions = self.recommender.similar(product_id.group(0).upper(), k=self.top_k)
+            intro = "Here are some items similar to that one:"
+        else:
+            suggestions = self.recommender.recommend(text, nlu.embedding, k=self.top_k)
+            intro = "Here are some products that match what you're looking for:"
+        if not suggestions:
+            return Reply("I couldn't find products that match that. Could you tell me a bit more, such as the "
+                         "kind of product and your budget?", action="recommend", **base)
+        cards = [ProductCard(s.product["id"], s.product["title"], s.product.get("category", ""),
+                             s.product.get("brand", ""), float(s.product.get("price", 0.0)), s.reason,
+                             round(float(s.score), 4)) for s in suggestions]
+        state.last_products = [c.id for c in cards]
+        lines = [f"- {c.title} (${c.price:,.2f}): {c.reason}" for c in cards]
+        return Reply(intro + "\n" + "\n".join(lines), action="recommend", products=cards, **base)
+
+    def _handoff(self, state: SessionState, reason: str, nlu: NLUResult, text: str) -> Reply:
+        transcript = state.history + [{"role": "user", "text": redact(text)}]
+        state.ticket_id = self.desk.open_ticket(state.session_id, reason, transcript)
+        state.handoff, state.handoff_reason = True, reason
+        state.flow = None
+        hours = f" during support hours ({self.support_hours})" if self.support_hours else ""
+        shown_reason = f" because {reason}" if reason and not reason.startswith("already") else ""
+        return Reply(smalltalk.HANDOFF.format(reason=shown_reason, hours=hours, ticket=state.ticket_id),
+                     action="handoff", handoff=True, intent=nlu.intent, confidence=nlu.confidence)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _record(self, state: SessionState, text: str, reply: Reply) -> None:
+        state.history.append({"role": "user", "text": redact(text)})
+        state.history.append({"role": "assistant", "text": redact(reply.text), "action": reply.action,
+                              "intent": reply.intent, "confidence": round(float(reply.confidence), 4)})
+        self.sessions.save(state)
+
+    def history(self, session_id: str) -> list[dict[str, Any]]:
+        return self.sessions.load(session_id).history
+
+    def reset(self, session_id: str) -> None:
+        self.sessions.save(SessionState(session_id))
