@@ -1,0 +1,288 @@
+"""The embedded demo knowledge pack (data/demo/) loads and meets its floors.
+
+Fast, offline, no models: it only reads the JSON Lines files. Files written by other parts of the
+build (products, orders, dialogs, shopping requests) are checked when they exist and skipped
+otherwise.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from service.config import PROJECT_ROOT, load_config
+from service.errors import ConfigError
+
+DEMO_DIR = PROJECT_ROOT / "data" / "demo"
+INTERFACES = PROJECT_ROOT / "docs" / "interfaces.md"
+
+FAQ_CATEGORIES = {
+    "shipping", "returns", "refunds", "payments", "warranty", "account", "privacy",
+    "store_policy", "gift_cards", "promotions", "stock", "installation",
+}
+ORDER_ID = re.compile(r"HC-\d{6}")
+FAQ_ID = re.compile(r"faq_[a-z]+_\d{2}")
+EXPECT_KEYS = {"intent", "action", "faq_id", "product_ids", "handoff"}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                pytest.fail(f"{path.name}:{n}: not valid JSON: {exc}")
+            assert isinstance(row, dict), f"{path.name}:{n}: each line must be a JSON object"
+            rows.append(row)
+    return rows
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _backticked(section: str) -> set[str]:
+    section = re.sub(r"\([^)]*\)", "", section)  # drop asides such as "(... the matching `category`)"
+    return set(re.findall(r"`([a-z][a-z_]*)`", section))
+
+
+def _doc_section(title: str) -> str:
+    text = INTERFACES.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    assert match, f"docs/interfaces.md has no '## {title}' section"
+    return match.group(1)
+
+
+def _optional(name: str) -> list[dict]:
+    path = DEMO_DIR / name
+    if not path.exists():
+        pytest.skip(f"data/demo/{name} does not exist yet")
+    return _read_jsonl(path)
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def paths() -> dict[str, Path]:
+    """Pack paths from the demo config; straight from data/demo/ while optional files are missing."""
+    names = {"intents": "intents.jsonl", "faq": "faq.jsonl", "faq_heldout": "faq_heldout.jsonl"}
+    try:
+        data = load_config().data
+        found = {key: getattr(data, key) for key in names}
+    except ConfigError:  # a listed file (e.g. dialogs.jsonl) is not written yet
+        found = {key: DEMO_DIR / name for key, name in names.items()}
+    for key, path in found.items():
+        assert path is not None and Path(path).exists(), f"demo pack file missing: {key} ({path})"
+    return {key: Path(p) for key, p in found.items()}
+
+
+@pytest.fixture(scope="module")
+def intent_names() -> set[str]:
+    names = _backticked(_doc_section("Intents in the demo pack"))
+    assert len(names) >= 25, f"could not read the intent names from docs/interfaces.md: {sorted(names)}"
+    return names
+
+
+@pytest.fixture(scope="module")
+def action_names() -> set[str]:
+    names = _backticked(_doc_section("Actions (the `action` field of a Reply and of dialog expectations)"))
+    assert "answer_faq" in names and "handoff" in names, f"could not read the actions: {sorted(names)}"
+    return names
+
+
+@pytest.fixture(scope="module")
+def faq(paths) -> list[dict]:
+    return _read_jsonl(paths["faq"])
+
+
+@pytest.fixture(scope="module")
+def intents(paths) -> list[dict]:
+    return _read_jsonl(paths["intents"])
+
+
+@pytest.fixture(scope="module")
+def heldout(paths) -> list[dict]:
+    return _read_jsonl(paths["faq_heldout"])
+
+
+@pytest.fixture(scope="module")
+def training_texts(faq, intents) -> set[str]:
+    texts = {_norm(r["text"]) for r in intents}
+    for r in faq:
+        texts.add(_norm(r["question"]))
+        texts.update(_norm(p) for p in r["paraphrases"])
+    return texts
+
+
+@pytest.fixture(scope="module")
+def product_ids() -> set[str] | None:
+    path = DEMO_DIR / "products.jsonl"
+    return {r["id"] for r in _read_jsonl(path)} if path.exists() else None
+
+
+# ---------------------------------------------------------------- FAQ
+
+def test_faq_entries_are_complete(faq, intent_names):
+    assert len(faq) >= 60, f"faq.jsonl has {len(faq)} entries, the floor is 60"
+    for r in faq:
+        where = f"faq {r.get('id')!r}"
+        assert isinstance(r.get("id"), str) and FAQ_ID.fullmatch(r["id"]), f"{where}: id must look like faq_<short>_<nn>"
+        assert r.get("category") in FAQ_CATEGORIES, f"{where}: unknown category {r.get('category')!r}"
+        assert f"faq_{r['category']}" in intent_names, f"{where}: no intent faq_{r['category']} in docs/interfaces.md"
+        for key in ("question", "answer"):
+            assert isinstance(r.get(key), str) and r[key].strip(), f"{where}: empty {key}"
+        paras = r.get("paraphrases")
+        assert isinstance(paras, list) and len(paras) >= 3, f"{where}: needs at least 3 paraphrases"
+        assert all(isinstance(p, str) and p.strip() for p in paras), f"{where}: empty paraphrase"
+
+
+def test_faq_ids_and_texts_are_unique(faq):
+    ids = Counter(r["id"] for r in faq)
+    assert not [i for i, n in ids.items() if n > 1], f"duplicate FAQ ids: {[i for i, n in ids.items() if n > 1]}"
+    texts = Counter(_norm(t) for r in faq for t in [r["question"], *r["paraphrases"]])
+    dups = [t for t, n in texts.items() if n > 1]
+    assert not dups, f"FAQ questions/paraphrases used twice: {dups[:5]}"
+
+
+def test_every_faq_category_is_covered(faq):
+    counts = Counter(r["category"] for r in faq)
+    thin = {c: counts.get(c, 0) for c in FAQ_CATEGORIES if counts.get(c, 0) < 4}
+    assert not thin, f"FAQ categories with fewer than 4 entries: {thin}"
+
+
+# ---------------------------------------------------------------- intents
+
+def test_intents_match_the_contract(intents, intent_names):
+    for n, r in enumerate(intents, 1):
+        assert isinstance(r.get("text"), str) and r["text"].strip(), f"intents.jsonl:{n}: empty text"
+        assert isinstance(r.get("intent"), str), f"intents.jsonl:{n}: missing intent"
+    found = {r["intent"] for r in intents}
+    assert found == intent_names, (
+        f"intents differ from docs/interfaces.md: missing {sorted(intent_names - found)}, "
+        f"unknown {sorted(found - intent_names)}")
+    assert len(found) >= 25
+
+
+def test_every_intent_has_enough_examples(intents):
+    counts = Counter(r["intent"] for r in intents)
+    thin = {i: n for i, n in counts.items() if n < 25}
+    assert not thin, f"intents with fewer than 25 examples: {thin}"
+
+
+def test_intent_texts_are_unique(intents):
+    texts = Counter(_norm(r["text"]) for r in intents)
+    dups = [t for t, n in texts.items() if n > 1]
+    assert not dups, f"duplicate intent texts: {dups[:5]}"
+
+
+# ---------------------------------------------------------------- held-out FAQ paraphrases
+
+def test_heldout_paraphrases_point_at_faq_entries(heldout, faq):
+    ids = {r["id"] for r in faq}
+    assert len(heldout) >= len(faq), "expected at least one held-out paraphrase per FAQ entry"
+    for n, r in enumerate(heldout, 1):
+        assert r.get("faq_id") in ids, f"faq_heldout.jsonl:{n}: unknown faq_id {r.get('faq_id')!r}"
+        assert isinstance(r.get("text"), str) and r["text"].strip(), f"faq_heldout.jsonl:{n}: empty text"
+    missing = ids - {r["faq_id"] for r in heldout}
+    assert not missing, f"FAQ entries without a held-out paraphrase: {sorted(missing)}"
+    texts = Counter(_norm(r["text"]) for r in heldout)
+    assert not [t for t, n in texts.items() if n > 1], "duplicate held-out texts"
+
+
+def test_heldout_texts_are_not_training_texts(heldout, training_texts):
+    leaked = [r["text"] for r in heldout if _norm(r["text"]) in training_texts]
+    assert not leaked, f"held-out FAQ texts also used for training: {leaked[:5]}"
+
+
+# ---------------------------------------------------------------- optional files (other engineers)
+
+def test_products():
+    products = _optional("products.jsonl")
+    assert len(products) >= 150, f"products.jsonl has {len(products)} products, the floor is 150"
+    ids = Counter(p.get("id") for p in products)
+    assert not [i for i, n in ids.items() if n > 1], "duplicate product ids"
+    for p in products:
+        where = f"product {p.get('id')!r}"
+        assert isinstance(p.get("id"), str) and p["id"], f"{where}: missing id"
+        for key in ("title", "category", "brand", "description"):
+            assert isinstance(p.get(key), str) and p[key].strip(), f"{where}: empty {key}"
+        price = p.get("price")
+        assert isinstance(price, (int, float)) and not isinstance(price, bool) and price > 0, f"{where}: bad price {price!r}"
+        assert isinstance(p.get("attributes"), dict), f"{where}: attributes must be an object"
+    categories = {p["category"] for p in products}
+    assert len(categories) >= 8, f"only {len(categories)} product categories: {sorted(categories)}"
+
+
+def test_orders(product_ids):
+    orders = _optional("orders.jsonl")
+    assert len(orders) >= 40, f"orders.jsonl has {len(orders)} orders, the floor is 40"
+    ids = Counter(o.get("order_id") for o in orders)
+    assert not [i for i, n in ids.items() if n > 1], f"duplicate order ids: {[i for i, n in ids.items() if n > 1]}"
+    for o in orders:
+        where = f"order {o.get('order_id')!r}"
+        assert isinstance(o.get("order_id"), str) and ORDER_ID.fullmatch(o["order_id"]), f"{where}: id must match HC-\\d{{6}}"
+        assert isinstance(o.get("email"), str) and "@" in o["email"], f"{where}: bad email"
+        assert isinstance(o.get("customer_name"), str) and o["customer_name"].strip(), f"{where}: empty customer_name"
+        assert isinstance(o.get("status"), str) and o["status"].strip(), f"{where}: empty status"
+        if product_ids is not None:
+            for item in o.get("items") or []:
+                pid = item.get("product_id")
+                assert pid is None or pid in product_ids, f"{where}: unknown product {pid!r}"
+
+
+def test_shopping_requests(product_ids, training_texts):
+    requests = _optional("shopping_requests.jsonl")
+    assert len(requests) >= 30, f"shopping_requests.jsonl has {len(requests)} requests, the floor is 30"
+    assert product_ids is not None, "shopping_requests.jsonl needs products.jsonl"
+    for n, r in enumerate(requests, 1):
+        assert isinstance(r.get("text"), str) and r["text"].strip(), f"shopping_requests.jsonl:{n}: empty text"
+        rel = r.get("relevant_ids")
+        assert isinstance(rel, list) and rel, f"shopping_requests.jsonl:{n}: relevant_ids must be a non-empty list"
+        unknown = [i for i in rel if i not in product_ids]
+        assert not unknown, f"shopping_requests.jsonl:{n}: unknown product ids {unknown}"
+    leaked = [r["text"] for r in requests if _norm(r["text"]) in training_texts]
+    assert not leaked, f"held-out shopping requests also used for training: {leaked[:5]}"
+
+
+def test_dialogs(faq, intent_names, action_names, product_ids, training_texts):
+    dialogs = _optional("dialogs.jsonl")
+    assert len(dialogs) >= 60, f"dialogs.jsonl has {len(dialogs)} dialogs, the floor is 60"
+    faq_ids = {r["id"] for r in faq}
+    ids = Counter(d.get("id") for d in dialogs)
+    assert not [i for i, n in ids.items() if n > 1], f"duplicate dialog ids: {[i for i, n in ids.items() if n > 1]}"
+    leaked = []
+    for d in dialogs:
+        where = f"dialog {d.get('id')!r}"
+        assert isinstance(d.get("id"), str) and d["id"], f"{where}: missing id"
+        turns = d.get("turns")
+        assert isinstance(turns, list) and turns, f"{where}: needs a non-empty list of turns"
+        for t, turn in enumerate(turns, 1):
+            at = f"{where} turn {t}"
+            assert isinstance(turn.get("user"), str) and turn["user"].strip(), f"{at}: empty user message"
+            expect = turn.get("expect")
+            assert isinstance(expect, dict) and expect, f"{at}: needs an 'expect' object"
+            assert set(expect) <= EXPECT_KEYS, f"{at}: unknown expect keys {sorted(set(expect) - EXPECT_KEYS)}"
+            if "intent" in expect:
+                assert expect["intent"] in intent_names, f"{at}: unknown intent {expect['intent']!r}"
+            if "action" in expect:
+                assert expect["action"] in action_names, f"{at}: unknown action {expect['action']!r}"
+            if "faq_id" in expect:
+                assert expect["faq_id"] in faq_ids, f"{at}: unknown faq_id {expect['faq_id']!r}"
+            if "product_ids" in expect:
+                assert isinstance(expect["product_ids"], list), f"{at}: product_ids must be a list"
+                assert product_ids is not None, f"{at}: product_ids need products.jsonl"
+                unknown = [i for i in expect["product_ids"] if i not in product_ids]
+                assert not unknown, f"{at}: unknown product ids {unknown}"
+            if "handoff" in expect:
+                assert isinstance(expect["handoff"], bool), f"{at}: handoff must be true or false"
+            if _norm(turn["user"]) in training_texts:
+                leaked.append(turn["user"])
+    assert not leaked, f"held-out dialog messages also used for training: {leaked[:5]}"
