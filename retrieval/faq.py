@@ -1,0 +1,187 @@
+"""FAQ retrieval: one vector per question and per paraphrase, hits aggregated per FAQ (max).
+
+Indexing every paraphrase, not only the canonical question, lets a short or slangy message
+("shiping fee??") meet the wording closest to it; taking the max per FAQ keeps the answer list
+free of duplicates. The calibrated threshold says when the best FAQ is good enough to answer.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from retrieval.index import BUILD_HINT, Hit, VectorIndex
+
+if TYPE_CHECKING:
+    from retrieval.embedder import Embedder
+
+logger = logging.getLogger(__name__)
+
+
+def _entry_texts(faq: dict) -> list[tuple[str, str, str]]:
+    """(entry id, text, source) for one FAQ record: its question and each paraphrase."""
+    fid = str(faq["id"])
+    out = [(f"{fid}#q", str(faq["question"]), "question")]
+    out += [(f"{fid}#p{i}", str(p), "paraphrase") for i, p in enumerate(faq.get("paraphrases") or []) if str(p).strip()]
+    return out
+
+
+class FaqIndex:
+    """Search FAQs by embedding; `Hit.id` is the FAQ id and `Hit.meta` the FAQ record."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+        self.faqs: dict[str, dict] = dict(index.info.get("faqs") or {})
+        self._per_faq = max((sum(1 for _, m in index.items() if m.get("faq_id") == f) for f in self.faqs), default=1)
+
+    @classmethod
+    def build(cls, faqs: Sequence[dict], embedder: "Embedder", *, exact_max: int = 50_000,
+              kind: str | None = None, show_progress: bool = False) -> "FaqIndex":
+        entries = [(eid, text, src, str(f["id"])) for f in faqs for eid, text, src in _entry_texts(f)]
+        vectors = embedder.encode([e[1] for e in entries], show_progress=show_progress)
+        index = VectorIndex.build([e[0] for e in entries], vectors,
+                                  [{"faq_id": fid, "text": text, "source": src} for _, text, src, fid in entries],
+                                  fingerprint=embedder.fingerprint, exact_max=exact_max, kind=kind,
+                                  info={"content": "faq", "encoder": embedder.name,
+                                        "faqs": {str(f["id"]): dict(f) for f in faqs}})
+        return cls(index)
+
+    def __len__(self) -> int:
+        return len(self.faqs)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.index.fingerprint
+
+    def search(self, vector: Any, k: int = 5) -> list[Hit]:
+        """The k best FAQs for one query vector, best first (score = best matching wording)."""
+        return self.search_batch(np.asarray(vector, dtype=np.float32).reshape(1, -1), k)[0]
+
+    def search_batch(self, vectors: Any, k: int = 5, *, exclude: Sequence[set[str]] | None = None) -> list[list[Hit]]:
+        """Like `search` for several vectors; `exclude[i]` lists entry ids to ignore for query i."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        extra = max((len(e) for e in exclude), default=0) if exclude else 0
+        # enough raw hits to see k distinct FAQs even if the best ones matched on every wording
+        raw = self.index.search(vectors, k * self._per_faq + extra)
+        out = []
+        for qi, hits in enumerate(raw):
+            skip = exclude[qi] if exclude else ()
+            best: dict[str, float] = {}
+            for h in hits:
+                if h.id in skip:
+                    continue
+                fid = h.meta["faq_id"]
+                if h.score > best.get(fid, -2.0):
+                    best[fid] = h.score
+            ranked = sorted(best.items(), key=lambda t: -t[1])[:k]
+            out.append([Hit(fid, s, self.faqs.get(fid, {"id": fid})) for fid, s in ranked])
+        return out
+
+    def add_faq(self, faq: dict, embedder: "Embedder") -> None:
+        """Add or replace one FAQ without rebuilding the index."""
+        fid = str(faq["id"])
+        self.remove_faq(fid)
+        entries = _entry_texts(faq)
+        vectors = embedder.encode([t for _, t, _ in entries])
+        self.index.add([e for e, _, _ in entries], vectors,
+                       [{"faq_id": fid, "text": t, "source": s} for _, t, s in entries])
+        self.faqs[fid] = dict(faq)
+        self.index.info["faqs"] = self.faqs
+        self._per_faq = max(self._per_faq, len(entries))
+
+    def remove_faq(self, faq_id: str) -> bool:
+        ids = [eid for eid, m in self.index.items() if m.get("faq_id") == faq_id]
+        self.index.remove(ids)
+        found = self.faqs.pop(faq_id, None) is not None
+        self.index.info["faqs"] = self.faqs
+        return found or bool(ids)
+
+    def save(self, directory: str | Path) -> Path:
+        self.index.info["faqs"] = self.faqs
+        return self.index.save(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, expected_fingerprint: str | None = None, *,
+             hint: str = BUILD_HINT) -> "FaqIndex":
+        return cls(VectorIndex.load(directory, expected_fingerprint, hint=hint))
+
+
+@dataclass
+class FaqCalibration:
+    threshold: float
+    balanced_accuracy: float
+    true_positive_rate: float    # paraphrases that would be answered
+    true_negative_rate: float    # non-FAQ messages that would not be
+    n_positive: int
+    n_negative: int
+    loo_top1_accuracy: float     # leave-one-out: share of paraphrases whose top FAQ is right
+    positive_scores: dict[str, float] = field(default_factory=dict)   # min / p10 / median
+    negative_scores: dict[str, float] = field(default_factory=dict)   # median / p90 / max
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quantiles(x: np.ndarray, names: Iterable[tuple[str, float]]) -> dict[str, float]:
+    return {n: round(float(np.quantile(x, q)), 4) for n, q in names} if len(x) else {}
+
+
+def calibrate_faq_threshold(faq_index: FaqIndex, embedder: "Embedder", intents: Sequence[dict]) -> FaqCalibration:
+    """Pick the FAQ answer threshold that best separates FAQ questions from everything else.
+
+    Positives: each paraphrase searched against the index *without its own vector*
+    (leave-one-out, so it plays an unseen wording of a known FAQ); its top-1 score counts when
+    the top FAQ is the right one. Negatives: top-1 scores of the intent examples that are not
+    FAQ topics (intents not starting with ``faq_``): order questions, small talk, shopping.
+    The threshold maximises balanced accuracy (classes are unbalanced, and both errors matter:
+    answering a non-FAQ message, or handing a real question to the fallback).
+    """
+    entries = [(eid, m) for eid, m in faq_index.index.items() if m.get("source") == "paraphrase"]
+    if not entries:
+        raise ValueError("calibration needs FAQ paraphrases; the FAQ file has none")
+    try:
+        pvec = faq_index.index.reconstruct([eid for eid, _ in entries])
+    except RuntimeError:  # an index kind that cannot give vectors back: embed again
+        pvec = embedder.encode([m["text"] for _, m in entries])
+    hits = faq_index.search_batch(pvec, 1, exclude=[{eid} for eid, _ in entries])
+    pos, correct = [], 0
+    for (eid, m), h in zip(entries, hits):
+        if h and h[0].id == m["faq_id"]:
+            correct += 1
+            pos.append(h[0].score)
+    negatives = [str(r["text"]) for r in intents if not str(r.get("intent", "")).startswith("faq_")]
+    if not negatives:
+        raise ValueError("calibration needs non-FAQ intent examples (intents not starting with 'faq_')")
+    nvec = embedder.encode(negatives)
+    neg = [h[0].score for h in faq_index.search_batch(nvec, 1) if h]
+    pos_a, neg_a = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    threshold, bacc, tpr, tnr = _best_threshold(pos_a, neg_a)
+    cal = FaqCalibration(
+        threshold=round(threshold, 4), balanced_accuracy=round(bacc, 4), true_positive_rate=round(tpr, 4),
+        true_negative_rate=round(tnr, 4), n_positive=len(pos), n_negative=len(neg),
+        loo_top1_accuracy=round(correct / len(entries), 4),
+        positive_scores=_quantiles(pos_a, [("min", 0), ("p10", 0.1), ("median", 0.5)]),
+        negative_scores=_quantiles(neg_a, [("median", 0.5), ("p90", 0.9), ("max", 1)]),
+    )
+    logger.info("FAQ threshold %.3f: balanced accuracy %.3f (answers %.0f%% of unseen paraphrases, "
+                "declines %.0f%% of other messages)", cal.threshold, bacc, 100 * tpr, 100 * tnr)
+    return cal
+
+
+def _best_threshold(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float, float, float]:
+    """Sweep midpoints between sorted scores; among equally good ones take the middle (margin both ways)."""
+    if not len(pos):
+        return 1.0, 0.5, 0.0, 1.0
+    if not len(neg):
+        return float(pos.min()), 1.0, 1.0, 1.0
+    s = np.unique(np.concatenate([pos, neg]))
+    cands = np.concatenate([[s[0] - 1e-4], (s[:-1] + s[1:]) / 2, [s[-1] + 1e-4]])
+    tpr = (pos[None, :] >= cands[:, None]).mean(axis=1)
+    tnr = (neg[None, :] < cands[:, None]).mean(axis=1)
+    bacc = (tpr + tnr) / 2
+    best = np.flatnonzero(bacc >= bacc.max() - 1e-12)
+    i = int(best[len(best) // 2])  # middle of the plateau: margin on both sides
+    return float(cands[i]), float(bacc[i]), float(tpr[i]), float(tnr[i])
