@@ -26,14 +26,14 @@ _FINGERPRINT_FILES = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_c
                       "special_tokens_map.json", "sentencepiece.bpe.model", "spiece.model", "merges.txt")
 _SKIP_WEIGHT_FILES = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
 
-# (path, size, mtime_ns) -> sha256: hashing ~90 MB of weights takes a fraction of a second,
+# (path, inode, size, mtime_ns) -> sha256: hashing ~90 MB of weights takes a fraction of a second,
 # but the app and the tests create several embedders for the same folder.
-_file_hash_cache: dict[tuple[str, int, int], str] = {}
+_file_hash_cache: dict[tuple[str, int, int, int], str] = {}
 
 
 def _file_sha256(path: Path) -> str:
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     cached = _file_hash_cache.get(key)
     if cached is None:
         h = hashlib.sha256()

@@ -295,7 +295,7 @@ _RANGE_RES = [
 ]
 _MAX_RE = re.compile(rf"(?:\bunder|\bbelow|\bless than|\bcheaper than|\bup to|\bat most|\bno more than|\bnot more than|"
                      rf"\bmax(?:imum)?(?: of)?|\bbudget(?: is| of)?(?: about| around)?|\bwithin|\bsub|<)\s*{_P}")
-_MIN_RE = re.compile(rf"(?:\bover|\babove|\bmore than|\bat least|\bminimum(?: of)?|\bstarting at|\bfrom|>)\s*{_P}")
+_MIN_RE = re.compile(rf"(?:\bover|\babove|(?<!no )(?<!not )\bmore than|\bat least|\bminimum(?: of)?|\bstarting at|\bfrom|>)\s*{_P}")
 _AROUND_RE = re.compile(rf"(?:\baround|\babout|\bapproximately|\bapprox\.?|\broughly|\bclose to|\bnear|~)\s*{_P}")
 _ISH_RE = re.compile(rf"(?:{_PRICE}|\$?{_NUM}(k(?![a-z]))?)\s*-?\s*ish\b")
 _BARE_PRICE_RE = re.compile(_PRICE)
