@@ -1,0 +1,84 @@
+"""A read-only "Model" tab: the latest evaluation report's tables and plots.
+
+Call `build_model_tab(config)` inside an open `gr.Blocks` / `gr.Tab` context. It reads
+`config.reports_dir/latest` (written by `python -m training.evaluate`); the reload button
+re-reads it, so a new evaluation shows up without restarting the app. No callback changes anything.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from service.config import Config
+from service.errors import AttendantError
+
+log = logging.getLogger(__name__)
+
+MAX_ROWS = 30   # rows per table in the tab (report.md and the CSVs have them all)
+
+
+def _no_report(config: Config) -> str:
+    return (f"No evaluation report yet for **{config.name}**.\n\nWrite one with:\n\n"
+            f"```\npython -m training.evaluate --config {config.path}\n```")
+
+
+def _images(report_dir: Path, report: dict[str, Any]) -> list[tuple[Any, str]]:
+    """(image, caption) pairs; images are loaded here so Gradio never needs file access to the reports folder."""
+    from PIL import Image
+
+    files = [(p.get("file"), p.get("title") or p.get("file")) for p in report.get("plots", [])]
+    if (report_dir / "compare.png").is_file():
+        files.append(("compare.png", "comparison"))
+    out = []
+    for name, caption in files:
+        path = report_dir / str(name)
+        if path.is_file():
+            try:
+                with Image.open(path) as im:
+                    out.append((im.copy(), caption))
+            except OSError as exc:
+                log.warning("cannot read plot %s: %s", path, exc)
+    return out
+
+
+def load_latest(config: Config) -> tuple[str, list[tuple[Any, str]]]:
+    """Markdown for the tab and its plots, from the latest report (or a how-to when there is none)."""
+    from training.report import latest_report_dir, load_report, render_markdown
+
+    report_dir = latest_report_dir(config.reports_dir)
+    if report_dir is None:
+        return _no_report(config), []
+    try:
+        report = load_report(report_dir)
+    except AttendantError as exc:
+        return f"The latest report cannot be read: {exc}", []
+    text = f"Report folder: `{report_dir}`\n\n" + render_markdown(report, max_rows=MAX_ROWS, images=False)
+    compare = report_dir / "compare.json"
+    if compare.is_file():
+        try:
+            from training.report import render_comparison
+
+            data = json.loads(compare.read_text(encoding="utf-8"))
+            text += "\n\n" + render_comparison({"meta": data["a"]}, {"meta": data["b"]}, data["rows"])
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cannot read %s: %s", compare, exc)
+    return text, _images(report_dir, report)
+
+
+def build_model_tab(config: Config) -> None:
+    """Render the latest report (read-only) inside the current Gradio Blocks/Tab context."""
+    text, images = load_latest(config)
+    with gr.Row():
+        gr.Markdown("### Latest evaluation report")
+        reload = gr.Button("Reload", size="sm", scale=0)
+    with gr.Row():
+        with gr.Column(scale=3):
+            body = gr.Markdown(text, elem_id="model-report")
+        with gr.Column(scale=2):
+            gallery = gr.Gallery(images, label="Plots", columns=1, height="auto", object_fit="contain",
+                                 interactive=False, elem_id="model-plots")
+    reload.click(lambda: load_latest(config), None, [body, gallery], api_visibility="private")
