@@ -13,9 +13,11 @@ from pathlib import Path
 
 from service.config import Config
 from service.engine import Assistant
+from service.flows import DEFAULT_POLICY, ORDER_FLOWS, FlowRunner
 from service.errors import ArtifactError, DataError
 from service.nlu import NLU, FrozenEncoderNLU, ModelNLU
 from service.policy import Thresholds
+from service.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,19 @@ def read_faq_records(path: Path) -> dict[str, dict]:
     return records
 
 
-def build_assistant(config: Config, nlu: NLU | None = None, **kwargs) -> Assistant:
+def open_store(config: Config, path: Path | None = None) -> Store:
+    """The service's SQLite store, seeded with the config's orders on first open."""
+    store = Store(path or config.artifacts_dir / "attendant.sqlite")
+    if config.data.orders is not None and store.order_count() == 0:
+        store.seed_orders(config.data.orders)
+    return store
+
+
+def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None = None, **kwargs) -> Assistant:
     from retrieval.build import load_indexes
 
     nlu = nlu or load_nlu(config)
+    store = store or open_store(config)
     faq_index, recommender, calibration = load_indexes(config, nlu.embedder)
     faq_threshold = config.policy.faq_threshold
     if faq_threshold is None:
@@ -74,6 +85,10 @@ def build_assistant(config: Config, nlu: NLU | None = None, **kwargs) -> Assista
     thresholds = Thresholds(faq=float(faq_threshold), clarify_margin=config.policy.clarify_margin,
                             intent=float(config.policy.intent_threshold or calibration.get("intent_threshold") or 0.5))
     log.info("thresholds: %s", thresholds)
+    flows = FlowRunner(ORDER_FLOWS, store, policy={**DEFAULT_POLICY, **config.flows},
+                       intent_threshold=thresholds.intent)
     return Assistant(nlu=nlu, faq_index=faq_index, recommender=recommender, thresholds=thresholds,
                      store_name=config.store_name, max_message_chars=config.policy.max_message_chars,
-                     top_k=config.retrieval.top_k, faq_records=read_faq_records(config.data.faq), **kwargs)
+                     top_k=config.retrieval.top_k, faq_records=read_faq_records(config.data.faq),
+                     sessions=store, desk=store, transcripts=store, flows=flows,
+                     support_hours=str(config.flows.get("support_hours", "")), **kwargs)

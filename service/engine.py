@@ -15,7 +15,9 @@ from service import smalltalk
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
 from service.nlu import NLU, NLUResult
 from service.pii import redact
-from service.policy import Decision, Thresholds, decide
+from service.flows.slots import ORDER_ID
+from service.phrases import ASKS_HUMAN
+from service.policy import Decision, Signals, Thresholds, decide
 from service.reply import ProductCard, Reply, Source
 from service.sessions import InMemorySessionStore, SessionState, SessionStore
 from service.text import clean_message
@@ -28,9 +30,14 @@ MAX_FAILED_TURNS = 2
 
 
 class FlowEngine(Protocol):
-    """Runs multi-turn service flows (order status, returns...); returns None to decline."""
+    """Runs multi-turn service flows (order status, returns...); see service/flows."""
 
-    def handle(self, decision: Decision, state: SessionState, text: str, nlu: NLUResult) -> Reply | None: ...
+    def handle(self, state: SessionState, text: str, nlu: NLUResult) -> Any: ...
+
+
+class TranscriptLog(Protocol):
+    def append_transcript(self, session_id: str, role: str, text: str, action: str | None = None,
+                          intent: str | None = None, confidence: float | None = None) -> None: ...
 
 
 class Assistant:
@@ -38,8 +45,9 @@ class Assistant:
                  store_name: str = "our store", sessions: SessionStore | None = None,
                  desk: HandoffDesk | None = None, flows: FlowEngine | None = None,
                  max_message_chars: int = 2000, top_k: int = 5, support_hours: str = "",
-                 faq_records: dict[str, dict] | None = None):
+                 faq_records: dict[str, dict] | None = None, transcripts: TranscriptLog | None = None):
         self.nlu = nlu
+        self.transcripts = transcripts
         self.faq_records = faq_records or {}
         self.faq_index = faq_index
         self.recommender = recommender
@@ -74,8 +82,9 @@ class Assistant:
 
         nlu = self.nlu.parse(clean.text)
         faq_hits = self.faq_index.search(nlu.embedding, self.top_k)
+        signals = self._signals(clean.text)
         decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
-                          flows_available=self.flows is not None)
+                          flows_available=self.flows is not None, signals=signals)
         reply = self._act(decision, state, clean.text, nlu, faq_hits)
 
         state.failed_turns = state.failed_turns + 1 if reply.action == "fallback" else 0
@@ -88,6 +97,11 @@ class Assistant:
         self._record(state, clean.text, reply)
         return reply
 
+    def _signals(self, text: str) -> Signals:
+        filters = self.recommender.parse(text) if hasattr(self.recommender, "parse") else None
+        return Signals(order_ref=bool(ORDER_ID.search(text)), asks_human=bool(ASKS_HUMAN.search(text)),
+                       shopping=bool(filters is not None and not filters.is_empty()))
+
     # -- actions ------------------------------------------------------------------------------
     def _act(self, d: Decision, state: SessionState, text: str, nlu: NLUResult, faq_hits: list) -> Reply:
         base = {"intent": nlu.intent, "confidence": nlu.confidence}
@@ -98,11 +112,20 @@ class Assistant:
                 return Reply(smalltalk.HANDOFF_WAITING.format(ticket=state.ticket_id), action="handoff",
                              handoff=True, **base)
             return self._handoff(state, d.reason, nlu, text)
-        if d.flow is not None or d.action == "flow":
-            reply = self.flows.handle(d, state, text, nlu) if self.flows else None
-            if reply is not None:
+        if self.flows is not None and (d.flow is not None or d.action == "flow"):
+            result = self.flows.handle(state, text, nlu)
+            if result.handoff_reason:
+                reply = self._handoff(state, result.handoff_reason, nlu, text)
+                reply.text = (result.reply.text + "\n\n" if result.reply else "") + reply.text
                 return reply
-            d = Decision("fallback", nlu.intent, reason="the flow declined")
+            if result.reply is not None:
+                return result.reply
+            # The flow stepped aside (a change of topic): handle the message on its own.
+            d = decide(text, state, nlu, faq_hits, self.thresholds, flows_available=False)
+            reply = self._act(d, state, text, nlu, faq_hits)
+            if result.note:
+                reply.text += "\n\n" + result.note
+            return reply
         if d.action == "answer_faq":
             return self._answer(d.faq_ids[0], faq_hits, base)
         if d.action == "clarify":
@@ -166,10 +189,15 @@ class Assistant:
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _record(self, state: SessionState, text: str, reply: Reply) -> None:
-        state.history.append({"role": "user", "text": redact(text)})
-        state.history.append({"role": "assistant", "text": redact(reply.text), "action": reply.action,
+        user_text, bot_text = redact(text), redact(reply.text)
+        state.history.append({"role": "user", "text": user_text})
+        state.history.append({"role": "assistant", "text": bot_text, "action": reply.action,
                               "intent": reply.intent, "confidence": round(float(reply.confidence), 4)})
         self.sessions.save(state)
+        if self.transcripts is not None:
+            self.transcripts.append_transcript(state.session_id, "user", user_text)
+            self.transcripts.append_transcript(state.session_id, "assistant", bot_text, reply.action,
+                                               reply.intent, float(reply.confidence))
 
     def history(self, session_id: str) -> list[dict[str, Any]]:
         return self.sessions.load(session_id).history

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.nlu import NLUResult
+from service.phrases import RESUME
 from service.sessions import SessionState
 
 SMALL_TALK_INTENTS = frozenset({"greeting", "goodbye", "thanks", "bot_identity", "capabilities"})
@@ -31,6 +32,14 @@ class Thresholds:
     clarify_margin: float    # two different FAQs closer than this: ask which one
     intent: float = 0.5      # NLU confidence needed to act on an intent
     near_faq: float = 0.08   # below `faq` by less than this: offer the candidates instead of guessing
+
+
+@dataclass
+class Signals:
+    """Cues the engine reads from the message itself, independent of the NLU."""
+    order_ref: bool = False       # an order number (HC-123456) is in the message
+    asks_human: bool = False      # explicit words for a person: "agent", "human", "representative"
+    shopping: bool = False        # a catalogue category, brand or price bound is named
 
 
 @dataclass
@@ -56,8 +65,23 @@ def _picked_candidate(text: str, state: SessionState, faq_hits: list) -> str | N
     return None
 
 
+def _mass(nlu: NLUResult, intents: frozenset[str] | dict) -> float:
+    return sum(p for name, p in nlu.ranking if name in intents)
+
+
+def _best_flow_intent(nlu: NLUResult, floor: float = 0.1) -> str | None:
+    for name, p in nlu.ranking:
+        if name in FLOW_ACTIONS and p >= floor:
+            return name
+    return None
+
+
+HANDOFF_INTENTS = frozenset({"human_request", "complaint"})
+
+
 def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: Thresholds,
-           flows_available: bool = False) -> Decision:
+           flows_available: bool = False, signals: Signals | None = None) -> Decision:
+    signals = signals or Signals()
     intent, conf = nlu.intent, nlu.confidence
     confident = conf >= th.intent
 
@@ -68,13 +92,22 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if picked:
         return Decision("answer_faq", intent, [picked], reason="customer picked a clarification candidate")
 
-    if confident and intent == "human_request":
-        return Decision("handoff", intent, reason="the customer asked for a person")
-    if confident and intent == "complaint":
-        return Decision("handoff", intent, reason="the customer is frustrated")
+    # Asking for a person is always honoured; frustration and the request often share one message.
+    if signals.asks_human or (intent in HANDOFF_INTENTS and _mass(nlu, HANDOFF_INTENTS) >= th.intent):
+        why = "the customer asked for a person" if signals.asks_human or intent == "human_request" \
+            else "the customer is frustrated"
+        return Decision("handoff", intent, reason=why)
 
-    if flows_available and (state.flow or (confident and intent in FLOW_ACTIONS)):
-        return Decision(FLOW_ACTIONS.get(intent, "flow"), intent, flow=FLOW_ACTIONS.get(intent), reason="service flow")
+    if flows_available:
+        resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12
+        if state.flow or resume or (confident and intent in FLOW_ACTIONS):
+            return Decision(FLOW_ACTIONS.get(intent, "flow"), intent, flow=FLOW_ACTIONS.get(intent),
+                            reason="service flow")
+        # "HC-104233" or "return HC-104233" with no flow running: the order number says it is a service request.
+        flow_intent = _best_flow_intent(nlu) if signals.order_ref else None
+        if flow_intent:
+            return Decision(FLOW_ACTIONS[flow_intent], flow_intent, flow=FLOW_ACTIONS[flow_intent],
+                            reason="an order number with a service request")
 
     if confident and intent in SMALL_TALK_INTENTS:
         return Decision("small_talk", intent)
@@ -83,21 +116,28 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
 
     top = faq_hits[0] if faq_hits else None
     if top is not None and top.score >= th.faq:
+        if confident and intent.startswith("faq_"):
+            # The NLU vouches for the topic: take the best answer within it when it is close to the top.
+            in_topic = [h for h in faq_hits[:3]
+                        if h.meta.get("category") == intent[4:] and top.score - h.score < th.clarify_margin]
+            chosen = in_topic[0] if in_topic else top
+            return Decision("answer_faq", intent, [chosen.id],
+                            reason="the NLU topic broke the tie" if chosen is not top else "")
         close = [h for h in faq_hits[1:3] if h.score >= th.faq and top.score - h.score < th.clarify_margin]
-        if close and not intent.startswith("faq_"):
-            # The NLU does not vouch for a FAQ topic and two answers fit equally: ask.
-            return Decision("clarify", intent, [top.id] + [h.id for h in close], reason="two FAQ answers are close")
         if close:
-            same_topic = [h for h in [top] + close if h.meta.get("category") == intent[4:]]
-            if len(same_topic) != 1:
-                return Decision("clarify", intent, [h.id for h in [top] + close], reason="two FAQ answers are close")
-            return Decision("answer_faq", intent, [same_topic[0].id], reason="the NLU topic broke the tie")
+            return Decision("clarify", intent, [top.id] + [h.id for h in close], reason="two FAQ answers are close")
         return Decision("answer_faq", intent, [top.id])
 
     if confident and intent == "out_of_scope":
         return Decision("out_of_scope", intent)
+    if signals.shopping and not confident and intent == "product_search":
+        return Decision("recommend", "product_search", reason="a catalogue category, brand or budget was named")
     if confident and intent in ("affirm", "deny"):
         return Decision("small_talk", intent)
+    # "ok thanks anyway", "fair enough, see you": short pleasantries need less certainty.
+    if intent in SMALL_TALK_INTENTS and len(text.split()) <= 6 and conf >= th.intent / 2 \
+            and (top is None or top.score < th.faq):
+        return Decision("small_talk", intent, reason="a short pleasantry")
     if top is not None and top.score >= th.faq - th.near_faq and (intent.startswith("faq_") or not confident):
         cands = [h.id for h in faq_hits[:3] if h.score >= th.faq - th.near_faq]
         return Decision("clarify", intent, cands, reason="no FAQ answer was certain enough")

@@ -24,6 +24,7 @@ class SessionState:
     last_products: list[str] = field(default_factory=list)
     flow: dict[str, Any] | None = None                            # the active flow's name, slots and step
     suspended_flows: list[dict[str, Any]] = field(default_factory=list)
+    verified_orders: list[str] = field(default_factory=list)      # orders whose email the customer confirmed
     updated_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
