@@ -79,8 +79,8 @@ DEFINITIONS = {
 }
 
 _COUNTS = {"dialogs", "turns", "examples", "intents", "expected_handoffs", "predicted_handoffs", "faq_queries",
-           "product_queries", "folds", "oos_examples", "turns_timed", "failed_turn_count"}
-_LOWER_IS_BETTER = ("ece", "fallback_rate", "unnecessary_handoff_rate", "latency", "size_mb", "load_time", "rss_mb", "_std")
+           "product_queries", "folds", "oos_examples", "turns_timed", "failed_turn_count", "internal_errors"}
+_LOWER_IS_BETTER = ("internal_errors", "ece", "fallback_rate", "unnecessary_handoff_rate", "latency", "size_mb", "load_time", "rss_mb", "_std")
 
 
 def metric_unit(name: str) -> str:

@@ -18,6 +18,7 @@ Metric definitions (all in [0, 1]; None when there is nothing to count):
   expected = some turn states `handoff: true` or `action: handoff`; sklearn precision/recall.
 - unnecessary_handoff_rate: dialogs handed off that expected no handoff / dialogs that expected none.
 - fallback_rate: turns whose reply action is `fallback` / all turns.
+- internal_errors: turns where the assistant caught an exception and apologised (a count; should be 0).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, precision_score, recall_score
 
 from service.errors import DataError
+from service import smalltalk
 from service.reply import ACTIONS, Reply
 from training.evaluation.base import EvalResult, Evaluator, finite, ratio, read_jsonl
 
@@ -101,6 +103,7 @@ def actual_of(reply: Reply) -> dict[str, Any]:
         "product_ids": [p.id for p in reply.products],
         "handoff": bool(reply.handoff),
         "text": reply.text[:200],
+        "internal_error": reply.text == smalltalk.INTERNAL_ERROR,
     }
 
 
@@ -197,9 +200,14 @@ class DialogEvaluator(Evaluator):
             "predicted_handoffs": sum(predicted),
             "unnecessary_handoff_rate": ratio(sum(d["handed_off"] for d in no_handoff_expected), len(no_handoff_expected)),
             "fallback_rate": ratio(sum(r["actual"]["action"] == "fallback" for r in rows), len(rows)),
+            "internal_errors": sum(r["actual"]["internal_error"] for r in rows),
         }
+        if metrics["internal_errors"]:
+            log.warning("%d replayed turns failed inside the assistant (see the log above for the tracebacks)",
+                        metrics["internal_errors"])
         failed = [{"dialog_id": r["dialog_id"], "turn": r["turn"], "user": r["user"], "expected": r["expect"],
-                   "actual": {k: v for k, v in r["actual"].items() if k != "text"} | {"reply": r["actual"]["text"]},
+                   "actual": {k: v for k, v in r["actual"].items() if k not in ("text", "internal_error")}
+                   | {"reply": r["actual"]["text"]},
                    "failed": sorted(k for k, ok in r["checks"].items() if not ok)}
                   for r in rows if not r["passed"]]
         if len(failed) > self.max_failed_listed:
