@@ -1,0 +1,194 @@
+"""Retrieval quality (and speed) on a config's held-out sets.
+
+    python benchmarks/retrieval_bench.py --config configs/demo.yaml [--encoder PATH_OR_ID]
+
+* FAQ: recall@1, recall@5 and MRR of the held-out paraphrases (`data.faq_heldout`), plus the
+  share the calibrated threshold would answer.
+* Products: precision@5 on the labelled shopping requests (`data.shopping_requests`), for the
+  full recommender (dense search + parsed filters + re-ranking) and for dense search alone.
+  Most requests have 2-3 relevant products, so precision@5 tops out well below 1; the table
+  also gives the ceiling and the normalised figure (hits / min(5, relevant)).
+* Latency of one query on this machine: encode, FAQ search, recommend.
+* `turn_latency` is a hook for the per-turn latency of `Assistant.respond` (filled in by the
+  service side); its dict, if any, is added to the JSON and the table.
+
+Writes benchmarks/results/retrieval.json and prints a markdown table. Not part of CI.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch + faiss OpenMP pools: no spinning (see tests/conftest.py)
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from retrieval.build import default_embedder, read_jsonl  # noqa: E402
+from retrieval.faq import FaqIndex, calibrate_faq_threshold  # noqa: E402
+from retrieval.recommend import Recommender  # noqa: E402
+from service.cli import run_cli, setup_logging  # noqa: E402
+from service.config import Config, load_config  # noqa: E402
+from service.errors import ConfigError  # noqa: E402
+
+
+def faq_metrics(faq_index: FaqIndex, embedder, heldout: list[dict], threshold: float | None) -> dict[str, Any]:
+    vecs = embedder.encode([h["text"] for h in heldout])
+    ranked = [[h.id for h in hits] for hits in faq_index.search_batch(vecs, 10)]
+    top_scores = [hits[0].score for hits in faq_index.search_batch(vecs, 1)]
+    gold = [h["faq_id"] for h in heldout]
+    rr = [1.0 / (r.index(g) + 1) if g in r else 0.0 for r, g in zip(ranked, gold)]
+    out = {
+        "n": len(heldout),
+        "recall@1": float(np.mean([r[:1] == [g] for r, g in zip(ranked, gold)])),
+        "recall@5": float(np.mean([g in r[:5] for r, g in zip(ranked, gold)])),
+        "mrr@10": float(np.mean(rr)),
+    }
+    if threshold is not None:
+        out["threshold"] = threshold
+        out["answered_at_threshold"] = float(np.mean([s >= threshold for s in top_scores]))
+        out["answered_and_correct"] = float(np.mean([s >= threshold and r[:1] == [g]
+                                                     for s, r, g in zip(top_scores, ranked, gold)]))
+    return out
+
+
+def product_metrics(rec: Recommender, embedder, requests: list[dict], k: int = 5) -> dict[str, Any]:
+    vecs = embedder.encode([r["text"] for r in requests])
+    full, dense, norm, ceiling = [], [], [], []
+    for r, v in zip(requests, vecs):
+        rel = set(r["relevant_ids"])
+        got = [s.product["id"] for s in rec.recommend(r["text"], v, k)]
+        raw = [h.id for h in rec.index.search(v, k)[0]]
+        full.append(len(rel & set(got)) / k)
+        dense.append(len(rel & set(raw)) / k)
+        norm.append(len(rel & set(got)) / min(k, len(rel)))
+        ceiling.append(min(k, len(rel)) / k)
+    return {
+        "n": len(requests),
+        f"precision@{k}": float(np.mean(full)),
+        f"precision@{k}_dense_only": float(np.mean(dense)),
+        f"precision@{k}_ceiling": float(np.mean(ceiling)),
+        f"normalised_precision@{k}": float(np.mean(norm)),
+    }
+
+
+def _pcts(samples_s: Sequence[float]) -> dict[str, float]:
+    ms = np.asarray(samples_s) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+
+
+def query_latency(embedder, faq_index: FaqIndex, rec: Recommender, texts: list[str], repeats: int = 2) -> dict[str, Any]:
+    """Single-message latency of each retrieval step, as the app runs it (one message at a time)."""
+    texts = (texts * repeats)[: max(len(texts), 100)]
+    embedder.encode(texts[:4])  # warm-up
+    enc, faq_s, rec_s = [], [], []
+    for t in texts:
+        t0 = time.perf_counter()
+        v = embedder.encode([t])[0]
+        t1 = time.perf_counter()
+        faq_index.search(v, 5)
+        t2 = time.perf_counter()
+        rec.recommend(t, v, 5)
+        t3 = time.perf_counter()
+        enc.append(t1 - t0)
+        faq_s.append(t2 - t1)
+        rec_s.append(t3 - t2)
+    return {"n": len(texts), "encode": _pcts(enc), "faq_search": _pcts(faq_s), "recommend": _pcts(rec_s)}
+
+
+def turn_latency(config: Config, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Hook: per-turn latency of `Assistant.respond` (p50/p95 ms), measured by the service side.
+
+    Return None to leave it out; a dict is stored under "turn_latency" and shown in the table.
+    """
+    return None
+
+
+def markdown(results: dict[str, Any]) -> str:
+    f, p, lat = results["faq"], results["products"], results["latency"]
+    rows = [
+        "| metric | value |", "|---|---|",
+        f"| FAQ recall@1 (n={f['n']} held-out paraphrases) | {f['recall@1']:.3f} |",
+        f"| FAQ recall@5 | {f['recall@5']:.3f} |",
+        f"| FAQ MRR@10 | {f['mrr@10']:.3f} |",
+    ]
+    if "answered_at_threshold" in f:
+        rows.append(f"| FAQ answered at threshold {f['threshold']:.3f} (correct) | "
+                    f"{f['answered_at_threshold']:.3f} ({f['answered_and_correct']:.3f}) |")
+    rows += [
+        f"| product precision@5 (n={p['n']} shopping requests) | {p['precision@5']:.3f} |",
+        f"| product precision@5, dense search only | {p['precision@5_dense_only']:.3f} |",
+        f"| product precision@5 ceiling (few relevant items) | {p['precision@5_ceiling']:.3f} |",
+        f"| product normalised precision@5 (hits / min(5, relevant)) | {p['normalised_precision@5']:.3f} |",
+        f"| encode one message p50 / p95 | {lat['encode']['p50_ms']:.1f} / {lat['encode']['p95_ms']:.1f} ms |",
+        f"| FAQ search p50 / p95 | {lat['faq_search']['p50_ms']:.2f} / {lat['faq_search']['p95_ms']:.2f} ms |",
+        f"| recommend (filters + re-rank) p50 / p95 | {lat['recommend']['p50_ms']:.2f} / {lat['recommend']['p95_ms']:.2f} ms |",
+    ]
+    turn = results.get("turn_latency")
+    if turn:
+        rows.append(f"| Assistant.respond per turn p50 / p95 | {turn.get('p50_ms', float('nan')):.1f} / "
+                    f"{turn.get('p95_ms', float('nan')):.1f} ms |")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/retrieval_bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="deployment config (default: configs/demo.yaml)")
+    parser.add_argument("--encoder", default=None, help="encoder folder or id (default: what the app serves)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "retrieval.json"), help="JSON output")
+    parser.add_argument("--no-latency", action="store_true", help="skip the per-query latency loop")
+    args = parser.parse_args(argv)
+    setup_logging()
+    config = load_config(args.config)
+    for field in ("faq_heldout", "shopping_requests"):
+        if getattr(config.data, field) is None:
+            raise ConfigError(f"{config.path}: data.{field} is not set; the benchmark needs the held-out file")
+    embedder = default_embedder(config, args.encoder)
+    faqs = read_jsonl(config.data.faq, ("id", "question", "answer"), "FAQ entry")
+    products = read_jsonl(config.data.products, ("id", "title", "category", "price"), "product")
+    t0 = time.perf_counter()
+    faq_index = FaqIndex.build(faqs, embedder, exact_max=config.retrieval.exact_max)
+    rec = Recommender.build(products, embedder, exact_max=config.retrieval.exact_max)
+    build_s = time.perf_counter() - t0
+    cal = calibrate_faq_threshold(faq_index, embedder, read_jsonl(config.data.intents, ("text", "intent")))
+    heldout = read_jsonl(config.data.faq_heldout, ("faq_id", "text"), "held-out paraphrase")
+    requests = read_jsonl(config.data.shopping_requests, ("text", "relevant_ids"), "shopping request")
+
+    results: dict[str, Any] = {
+        "config": str(config.path),
+        "encoder": embedder.name,
+        "encoder_fingerprint": embedder.fingerprint,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "index_build_s": round(build_s, 2),
+        "faq": faq_metrics(faq_index, embedder, heldout, cal.threshold),
+        "faq_calibration": cal.to_dict(),
+        "products": product_metrics(rec, embedder, requests),
+    }
+    if not args.no_latency:
+        results["latency"] = query_latency(embedder, faq_index, rec, [h["text"] for h in heldout[:50]] +
+                                           [r["text"] for r in requests[:50]])
+    turn = turn_latency(config, args)
+    if turn is not None:
+        results["turn_latency"] = turn
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if "latency" in results:
+        print(markdown(results))
+    else:
+        print(json.dumps({k: results[k] for k in ("faq", "products")}, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
