@@ -52,7 +52,7 @@ class Decision:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _picked_candidate(text: str, state: SessionState, faq_hits: list) -> str | None:
+def _picked_candidate(text: str, state: SessionState, faq_hits: list, th: "Thresholds") -> str | None:
     """Resolve the customer's answer to a clarifying question ("the second one", or a close re-ask)."""
     if not state.pending_clarify:
         return None
@@ -60,7 +60,7 @@ def _picked_candidate(text: str, state: SessionState, faq_hits: list) -> str | N
     if m:
         i = _ORDINALS[m.group(1).lower()]
         return state.pending_clarify[i] if i < len(state.pending_clarify) else None
-    if faq_hits and faq_hits[0].id in state.pending_clarify:
+    if faq_hits and faq_hits[0].id in state.pending_clarify and faq_hits[0].score >= th.faq - th.near_faq:
         return faq_hits[0].id
     return None
 
@@ -88,15 +88,15 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if state.handoff:
         return Decision("handoff", intent, reason="already with a person")
 
-    picked = _picked_candidate(text, state, faq_hits)
-    if picked:
-        return Decision("answer_faq", intent, [picked], reason="customer picked a clarification candidate")
-
     # Asking for a person is always honoured; frustration and the request often share one message.
     if signals.asks_human or (intent in HANDOFF_INTENTS and _mass(nlu, HANDOFF_INTENTS) >= th.intent):
         why = "the customer asked for a person" if signals.asks_human or intent == "human_request" \
             else "the customer is frustrated"
         return Decision("handoff", intent, reason=why)
+
+    picked = _picked_candidate(text, state, faq_hits, th)
+    if picked:
+        return Decision("answer_faq", intent, [picked], reason="customer picked a clarification candidate")
 
     if flows_available:
         resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12

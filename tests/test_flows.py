@@ -1,0 +1,148 @@
+"""Scripted multi-turn conversations for every flow, on the demo orders in a fresh SQLite store."""
+
+
+def talk(assistant, session, *messages):
+    return [assistant.respond(session, m) for m in messages]
+
+
+def test_order_status_asks_for_number_then_email(assistant):
+    r1, r2, r3 = talk(assistant, "s", "where is my order?", "HC-104233", "maya.okafor@example.com")
+    assert [r.action for r in (r1, r2, r3)] == ["order_status"] * 3
+    assert "order number" in r1.text and "email" in r2.text
+    assert "delivered on November 13, 2026" in r3.text
+
+
+def test_order_number_and_email_in_one_message(assistant):
+    r1, r2 = talk(assistant, "s", "can you check an order for me", "HC-104302 daniel.reyes@example.org")
+    assert r2.action == "order_status" and "shipped" in r2.text and "tracking" in r2.text
+
+
+def test_unknown_order_number_is_reprompted_then_handed_off(assistant):
+    r1, r2, r3, r4 = talk(assistant, "s", "where is my order?", "HC-999999", "HC-999998", "HC-999997")
+    assert "couldn't find an order HC-999999" in r2.text and r2.action == "order_status" and not r2.handoff
+    assert "HC-999998" in r3.text and not r3.handoff
+    assert r4.handoff and r4.action == "handoff"
+
+
+def test_failed_verification_never_shows_the_order(assistant):
+    r1, r2, r3, r4 = talk(assistant, "s", "where is my order?", "HC-104233", "someone.else@example.com",
+                          "another.guess@example.com")
+    assert "doesn't match" in r3.text and "Headphones" not in r3.text
+    assert r4.handoff and "Headphones" not in r4.text and "delivered" not in r4.text
+    ticket = assistant.desk.tickets("open")[0]
+    assert "could not be verified" in ticket["reason"]
+
+
+def test_cancel_needs_confirmation_and_writes_the_change(assistant):
+    rs = talk(assistant, "s", "I want to cancel my order", "HC-104251", "maya.okafor@example.com")
+    assert "(yes/no)" in rs[-1].text
+    assert assistant.flows.store.get_order("HC-104251").status == "processing"   # nothing written yet
+    done = assistant.respond("s", "yes please")
+    assert done.action == "cancel_order" and "is cancelled" in done.text
+    order = assistant.flows.store.get_order("HC-104251")
+    assert order.status == "cancelled" and order.refund_status == "pending"
+
+
+def test_declining_the_confirmation_changes_nothing(assistant):
+    talk(assistant, "s", "please cancel order HC-104251", "maya.okafor@example.com")
+    r = assistant.respond("s", "no, don't")
+    assert "haven't changed anything" in r.text
+    assert assistant.flows.store.get_order("HC-104251").status == "processing"
+
+
+def test_cancel_after_shipping_is_outside_policy_and_creates_a_ticket(assistant):
+    rs = talk(assistant, "s", "cancel my order HC-104302", "daniel.reyes@example.org")
+    assert rs[-1].handoff and "can't be cancelled" in rs[-1].text
+    assert assistant.desk.tickets("open")[0]["reason"].startswith("request outside policy")
+
+
+def test_return_within_window_unopened_gets_a_full_refund(assistant):
+    rs = talk(assistant, "s", "I'd like to return an item", "HC-104240", "oliver.brandt@example.org",
+              "it's never been opened")
+    assert rs[-1].action == "start_return" and "restocking" not in rs[-1].text and "(yes/no)" in rs[-1].text
+    done = assistant.respond("s", "yes")
+    assert "return R-" in done.text
+    assert assistant.flows.store.get_order("HC-104240").status == "return_requested"
+
+
+def test_opened_return_states_the_restocking_fee(assistant):
+    rs = talk(assistant, "s", "I want to send back my order HC-104210", "sofia.marchetti@example.org",
+              "I opened it and used it once")
+    assert "15% restocking fee" in rs[-1].text
+
+
+def test_return_outside_the_window_is_refused_with_a_ticket(assistant):
+    rs = talk(assistant, "s", "I want to return order HC-104118", "daniel.reyes@example.org")
+    assert rs[-1].handoff and "outside our 30-day return window" in rs[-1].text
+
+
+def test_change_address_before_shipping(assistant):
+    rs = talk(assistant, "s", "I need to change the delivery address on my order", "HC-104261",
+              "amara.mensah@example.com", "42 Elm Street, Springfield, IL 62701", "yes")
+    assert "Springfield" in rs[-1].text
+    assert assistant.flows.store.get_order("HC-104261").shipping_address.startswith("42 Elm Street")
+
+
+def test_refund_status(assistant):
+    rs = talk(assistant, "s", "what's the status of my refund", "HC-104190", "priya.natarajan@example.com")
+    assert rs[-1].action == "refund_status" and "being processed" in rs[-1].text
+
+
+def test_topic_switch_mid_flow_then_come_back(assistant):
+    r1, r2, r3, r4 = talk(assistant, "s", "where is my order?", "HC-104233",
+                          "How long does standard delivery take?", "ok, let's continue")
+    assert r3.action == "answer_faq" and "continue" in r3.text
+    assert r4.action == "order_status" and "email" in r4.text
+    r5 = assistant.respond("s", "maya.okafor@example.com")
+    assert "delivered" in r5.text
+
+
+def test_abandoning_a_flow(assistant):
+    talk(assistant, "s", "I want to cancel my order", "HC-104251")
+    r = assistant.respond("s", "never mind")
+    assert "stopped" in r.text
+    assert assistant.respond("s", "How long does standard delivery take?").action == "answer_faq"
+    assert assistant.flows.store.get_order("HC-104251").status == "processing"
+
+
+def test_verified_order_is_not_asked_again_in_the_same_session(assistant):
+    talk(assistant, "s", "where is my order?", "HC-104251", "maya.okafor@example.com")
+    r = assistant.respond("s", "actually please cancel order HC-104251")
+    assert "(yes/no)" in r.text and "email" not in r.text
+
+
+def test_two_failed_turns_in_a_row_hand_off(assistant):
+    r1, r2 = talk(assistant, "s", "blorf zindle quaxx", "zindle blorf again quaxx")
+    if r1.action == "fallback":
+        assert r2.handoff and "two turns" in assistant.desk.tickets("open")[0]["reason"]
+
+
+def test_frustration_hands_off(assistant):
+    r = assistant.respond("s", "This is ridiculous, I've asked three times and nobody helps, I'm furious!")
+    assert r.handoff
+
+
+def test_session_stays_in_handoff_until_an_operator_closes_the_ticket(assistant):
+    r = assistant.respond("s", "let me speak to a real person")
+    ticket = r.text.split("ticket number is ")[1].rstrip(".")
+    assert assistant.respond("s", "How long does standard delivery take?").action == "handoff"
+    assert assistant.desk.close_ticket(ticket, "resolved by phone") == "s"
+    assert assistant.respond("s", "How long does standard delivery take?").action == "answer_faq"
+
+
+def test_handoff_ticket_holds_the_redacted_transcript(assistant):
+    talk(assistant, "s", "my email is jo.doe@example.com and phone +1 555 123 4567", "get me an agent")
+    ticket = assistant.desk.tickets("open")[0]
+    text = " ".join(t["text"] for t in ticket["transcript"])
+    assert "jo.doe" not in text and "555 123" not in text and "[EMAIL]" in text
+
+
+def test_state_survives_a_restart_mid_conversation(make_assistant, tmp_path):
+    path = tmp_path / "restart.sqlite"
+    first = make_assistant(path)
+    talk(first, "s", "I want to cancel my order", "HC-104251")
+    first.flows.store.close()
+    second = make_assistant(path)                      # a new process would open the same file
+    r = second.respond("s", "maya.okafor@example.com")
+    assert r.action == "cancel_order" and "(yes/no)" in r.text
+    assert second.respond("s", "yes").text.startswith("Order HC-104251 is cancelled")
