@@ -7,6 +7,7 @@ free of duplicates. The calibrated threshold says when the best FAQ is good enou
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -35,7 +36,8 @@ class FaqIndex:
     def __init__(self, index: VectorIndex) -> None:
         self.index = index
         self.faqs: dict[str, dict] = dict(index.info.get("faqs") or {})
-        self._per_faq = max((sum(1 for _, m in index.items() if m.get("faq_id") == f) for f in self.faqs), default=1)
+        counts = Counter(m.get("faq_id") for _, m in index.items())
+        self._per_faq = max(counts.values(), default=1)  # wordings per FAQ, to size the raw search
 
     @classmethod
     def build(cls, faqs: Sequence[dict], embedder: "Embedder", *, exact_max: int = 50_000,

@@ -301,21 +301,24 @@ _ISH_RE = re.compile(rf"(?:{_PRICE}|\$?{_NUM}(k(?![a-z]))?)\s*-?\s*ish\b")
 _BARE_PRICE_RE = re.compile(_PRICE)
 
 
-_NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen".split())}
-_NUMBER_WORDS.update({w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)})
-_NUMBER_PHRASE = re.compile(r"\b(?:(?:a|one|" + "|".join(_NUMBER_WORDS) + r")(?:[\s-]+(?:" + "|".join(_NUMBER_WORDS) +
-                            r"|hundred|thousand|grand|and))*[\s-]+(?:hundred|thousand|grand)(?:[\s-]+(?:and[\s-]+)?(?:" +
-                            "|".join(_NUMBER_WORDS) + r"))*|(?:" + "|".join(list(_NUMBER_WORDS)[20:]) + r")(?:[\s-]+(?:" +
-                            "|".join(list(_NUMBER_WORDS)[1:10]) + r"))?)\b")
+_UNIT_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+               "sixteen seventeen eighteen nineteen").split()
+_TEN_WORDS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER_WORDS = {w: i for i, w in enumerate(_UNIT_WORDS)} | {w: 10 * i for i, w in enumerate(_TEN_WORDS, 2)}
+_UNDER_100 = rf"(?:(?:{'|'.join(_TEN_WORDS)})(?:[\s-]+(?:{'|'.join(_UNIT_WORDS[1:10])}))?|{'|'.join(_UNIT_WORDS)})"
+_SCALE = r"(?:hundred|thousand|grand)"
+# "a hundred", "two hundred and fifty", "one thousand two hundred", "a grand", or just "fifty"
+_NUMBER_PHRASE = re.compile(
+    rf"\b(?:(?:a|{_UNDER_100})[\s-]+{_SCALE}(?:[\s-]+(?:and[\s-]+)?(?:{_UNDER_100})(?:[\s-]+{_SCALE})?)*"
+    rf"|(?:{'|'.join(_TEN_WORDS)})(?:[\s-]+(?:{'|'.join(_UNIT_WORDS[1:10])}))?"
+    rf"|(?:{'|'.join(_UNIT_WORDS[1:])})(?=\s+(?:dollars?|bucks|usd)\b))\b")
 
 
 def _words_to_number(phrase: str) -> int:
     total, current = 0, 0
     for w in re.split(r"[\s-]+", phrase):
-        if w in ("a", "and"):
-            current = current or (1 if w == "a" else current)
+        if w == "a":
+            current = current or 1
         elif w in _NUMBER_WORDS:
             current += _NUMBER_WORDS[w]
         elif w == "hundred":
@@ -606,9 +609,12 @@ class Recommender:
                 for score, pid in scored[:k]]
 
     def similar(self, product_id: str, k: int = 5) -> list[Suggestion]:
-        """Nearest products to one product, same category first, never the product itself."""
+        """Nearest products to one product, same category first, never the product itself.
+
+        An unknown id gives an empty list (the id usually comes from a customer's message)."""
         if product_id not in self.products:
-            raise KeyError(f"unknown product id {product_id!r}")
+            logger.info("similar(): unknown product id %r", product_id)
+            return []
         base = self.products[product_id]
         vector = self.index.reconstruct([product_id])[0]
         ranked = [(i, s) for i, s in self._ranked(vector) if i != product_id]
