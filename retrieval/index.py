@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -154,6 +155,7 @@ class VectorIndex:
         self._label_of: dict[str, int] = {}                 # id -> int64 label in FAISS
         self._entries: dict[int, tuple[str, dict]] = {}     # label -> (id, meta)
         self._tombstones: set[int] = set()                  # HNSW only: removed, still in the graph
+        self._skip_tombstones: faiss.IDSelector | None = None  # cached selector over _tombstones
         self._next_label = 0
 
     # ---- construction -------------------------------------------------------------------
@@ -166,7 +168,7 @@ class VectorIndex:
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
         if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            dup = sorted(i for i, c in Counter(ids).items() if c > 1)[:5]
             raise ValueError(f"duplicate ids: {', '.join(dup)}")
         kind = kind or choose_kind(len(x), exact_max)
         params = params or IndexParams()
@@ -212,10 +214,11 @@ class VectorIndex:
         if self.kind == "hnsw":
             ef = max(self.params.ef_search, k)
             if self._tombstones:
-                # filtered inside the graph walk, so removed entries cost no recall;
-                # the keyword constructor keeps the selector objects alive with the parameters
-                sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64)))
-                return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+                # filtered inside the graph walk, so removed entries cost no recall
+                if self._skip_tombstones is None:
+                    self._skip_tombstones = faiss.IDSelectorNot(
+                        faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64)))
+                return faiss.SearchParametersHNSW(efSearch=ef, sel=self._skip_tombstones)
             return faiss.SearchParametersHNSW(efSearch=ef)
         if self.kind == "ivfpq":
             return faiss.SearchParametersIVF(nprobe=int(self.params.nprobe or 1))
@@ -271,6 +274,7 @@ class VectorIndex:
             del self._entries[label]
         if self.kind == "hnsw":
             self._tombstones.update(labels)
+            self._skip_tombstones = None
             if len(self._tombstones) > TOMBSTONE_REBUILD_FRACTION * self._index.ntotal:
                 self._rebuild_hnsw()
         else:
@@ -289,6 +293,7 @@ class VectorIndex:
             index.add_with_ids(x, labels)
         self._index = index
         self._tombstones.clear()
+        self._skip_tombstones = None
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
