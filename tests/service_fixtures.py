@@ -56,3 +56,53 @@ def make_assistant(service_config, demo_nlu, built_indexes, tmp_path):
 @pytest.fixture
 def assistant(make_assistant):
     return make_assistant()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """`python app.py` for real, on a free port, from a config whose artifacts do not exist yet:
+    the first run builds them, then serves. Yields the base URL."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path_factory.mktemp("app")
+    config = write_demo_config(folder)
+    port = _free_port()
+    log_path = folder / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--config", str(config), "--port", str(port)],
+                                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 900
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"app.py did not start in time:\n{log_path.read_text()[-3000:]}")
+            time.sleep(2)
+        yield {"url": url, "log": log_path, "config": config}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
