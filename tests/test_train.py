@@ -247,3 +247,18 @@ def test_settings_reject_unknown_override():
         train.TrainingSettings.from_section({}, ["nope=1"])
     s = train.TrainingSettings.from_section({"epochs": 1}, ["learning_rate=3e-5", "freeze_embeddings=false"])
     assert s.learning_rate == 3e-5 and s.freeze_embeddings is False and s.epochs == 1.0
+
+
+def test_tune_writes_a_loadable_best_config(project, capsys):
+    from service.config import load_config
+    from training import tune
+
+    out = project.parent / "best.yaml"
+    code = run_cli(tune.main, ["--config", str(project), "--trials", "2", "--max-steps", "2", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    best = load_config(out)
+    assert {"learning_rate", "epochs", "batch_size", "label_smoothing", "contrastive_weight"} <= set(best.training)
+    assert best.training["eval_batch_size"] == 16            # the rest of the section is kept
+    assert best.data.intents == load_config(project).data.intents
+    trials = (project.parent / "artifacts" / "tune" / "trials.jsonl").read_text().splitlines()
+    assert len(trials) == 2 and not list((project.parent / "artifacts" / "tune").glob("trial_*"))
