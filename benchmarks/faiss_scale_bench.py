@@ -139,7 +139,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n, "dim": args.dim, "queries": args.queries, "k": K, "clusters": args.clusters, "seed": args.seed,
         "alpha": args.alpha, "spread": args.spread,
         "faiss": faiss.__version__, "build_threads": faiss.omp_get_max_threads(), "latency_threads": args.latency_threads,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_at_start": [round(v, 2) for v in os.getloadavg()]},  # others' work skews a shared box
         "indexes": {},
     }
 
@@ -197,6 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sweep_recall@10": {str(k): round(v, 4) for k, v in sweep.items()},
         }
         log(f"ivfpq: {results['indexes']['ivfpq']}")
+    results["machine"]["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return results
 
 
