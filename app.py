@@ -33,7 +33,7 @@ def create_app(config_path: str | None = None, build_missing: bool = True):
 
     config = load_config(config_path)
     assistant = prepare_assistant(config, build_missing=build_missing)
-    return build_ui(assistant, title=f"{config.store_name} support"), assistant, config
+    return build_ui(assistant, config, title=f"{config.store_name} support"), assistant, config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
