@@ -210,6 +210,12 @@ def evaluate_model(config: Config, model: LoadedModel, args: argparse.Namespace,
         ev = NLUEvaluator(eval_set)
         res = ev.run(nlu)
         keep(res, ev)
+        mismatch = (res.metrics.get("label_overlap") or 0.0) < 0.5 and bool(res.details.get("unknown_intents"))
+        if mismatch:
+            res.details["notes"][-1] += ("; the linear probe below shows how well its embeddings separate these intents"
+                                         if train_set is not None else
+                                         "; pass a folder with train.jsonl (linear probe) or --folds K to see how well "
+                                         "its embeddings separate these intents")
         notes += res.details.get("notes", [])
         if res.details.get("unknown_intents") and train_set is not None:
             probe_ev = NLUEvaluator(eval_set, name="nlu_probe")
@@ -230,7 +236,8 @@ def evaluate_model(config: Config, model: LoadedModel, args: argparse.Namespace,
         ev = FrozenEmbeddingCVEvaluator(cv_data, folds=args.folds)
         keep(ev.run(nlu.embedder), ev)
     for name in ("nlu", "nlu_probe", "nlu_cv"):
-        if name in results:
+        overlap = results[name].metrics.get("label_overlap") if name in results else None
+        if name in results and (overlap is None or overlap >= 0.5):   # no plots of a label mismatch
             title = {"nlu": "NLU", "nlu_probe": "linear probe", "nlu_cv": f"{args.folds}-fold CV"}[name]
             for path in plots.nlu_plots(results[name], out_dir, name):
                 add_plot(path, name, f"{title}: {path.stem.removeprefix(name + '_').replace('_', ' ')}")

@@ -136,7 +136,12 @@ def _clean(obj: Any) -> Any:
 def build_report(meta: dict[str, Any], sections: dict[str, Any], plots: Iterable[dict[str, str]] = ()) -> dict[str, Any]:
     """`sections` maps evaluator name -> EvalResult (or its `to_dict()`)."""
     secs = {name: (r.to_dict() if hasattr(r, "to_dict") else r) for name, r in sections.items()}
-    summary = {f"{s}.{m}": secs[s]["metrics"].get(m) for s, m in SUMMARY_KEYS if s in secs and m in secs[s]["metrics"]}
+    # A model scored on intents it was never trained on (label_overlap < 0.5) measures the mismatch:
+    # keep those numbers out of the headline (they stay in their section, with a note).
+    mismatched = {s for s, sec in secs.items()
+                  if sec["metrics"].get("label_overlap") is not None and sec["metrics"]["label_overlap"] < 0.5}
+    summary = {f"{s}.{m}": secs[s]["metrics"].get(m) for s, m in SUMMARY_KEYS
+               if s in secs and m in secs[s]["metrics"] and s not in mismatched}
     used = {m for sec in secs.values() for m in sec["metrics"]}
     return _clean({"format": FORMAT_VERSION, "meta": meta, "summary": summary, "sections": secs,
                    "plots": list(plots), "definitions": {k: v for k, v in DEFINITIONS.items() if k in used}})

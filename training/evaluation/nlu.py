@@ -209,8 +209,7 @@ class NLUEvaluator(Evaluator):
             share = sum(g in set(unknown) for g in self.data.labels) / len(self.data.labels)
             notes.append(f"{len(unknown)} of {len(gold_labels)} gold intents ({100 * share:.0f}% of the examples) "
                          f"are not among the model's {len(model_labels)} intents"
-                         + (": the labels differ, so these numbers measure the mismatch, not the model; "
-                            "see the linear probe / --folds results for how well its embeddings separate these intents"
+                         + (": the labels differ, so these numbers measure the mismatch, not the model"
                             if overlap is not None and overlap < 0.5 else ""))
             log.warning("%s: %s", self.data.source, notes[-1])
         result.details["notes"] = notes
