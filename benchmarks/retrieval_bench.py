@@ -167,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": str(config.path),
         "encoder": embedder.name,
         "encoder_fingerprint": embedder.fingerprint,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg": [round(v, 2) for v in os.getloadavg()]},  # latency on a shared box depends on it
         "index_build_s": round(build_s, 2),
         "faq": faq_metrics(faq_index, embedder, heldout, cal.threshold),
         "faq_calibration": cal.to_dict(),
