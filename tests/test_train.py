@@ -128,7 +128,7 @@ def test_resume_without_checkpoint_is_one_line(project, capsys):
 def test_train_save_load_and_resume_continues_from_the_saved_step(project, tmp_path, capsys):
     artifacts = project.parent / "artifacts"
     common = ["--config", str(project), "--max-steps", "8", "--set", "checkpoint_every=4", "--set", "eval_every=4",
-              "--set", "early_stopping_patience=0"]
+              "--set", "early_stopping_patience=0", "--set", "wise_alphas=[0.5]"]
     code, err = run(common, capsys)
     assert code == 0, err
     out_dir, work = artifacts / "teacher", artifacts / "runs" / "teacher"
@@ -137,6 +137,7 @@ def test_train_save_load_and_resume_continues_from_the_saved_step(project, tmp_p
     assert full["steps"] == 8 and len(full["losses"]) == 8
     assert results["steps"] == 8 and results["effective_batch_size"] == 4
     assert results["contrastive_pairs"] > 0 and results["train_examples_per_second"] > 0
+    assert results["chosen_weights"] in {"final", "ema", "best", "wise0.5-final", "wise0.5-ema"}
     assert (work / "checkpoints" / "step_4" / "trainer_state.json").is_file()
 
     # the folder follows the contract and loads three ways

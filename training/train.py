@@ -90,6 +90,7 @@ class TrainingSettings:
     logreg_c: float = 30.0
     freeze_embeddings: bool = True        # word embeddings: 12M parameters, few of them seen in small data
     ema_decay: float = 0.99               # 0 = no moving average
+    wise_alphas: list[float] = dataclasses.field(default_factory=list)  # also try init + a * (trained - init)
     val_fraction: float = 0.1
     min_examples_per_intent: int = 2
     eval_every: int = 0                   # optimizer steps between evaluations (0 = every epoch)
@@ -172,6 +173,11 @@ def _coerce(key: str, value: Any, type_name: str, where: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
+        if type_name.startswith("list[float]"):
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x <= 1 for x in items):
+                raise ValueError
+            return [float(x) for x in items]
         if type_name.startswith("str"):
             if not isinstance(value, str):
                 raise ValueError
@@ -181,10 +187,12 @@ def _coerce(key: str, value: Any, type_name: str, where: str) -> Any:
     else:
         return value
     kind = type_name.split()[0].split("|")[0]
-    raise ConfigError(f"{where}: training.{key} must be {'a number' if kind in ('int', 'float') else 'a ' + kind}, got {value!r}")
+    what = {"int": "a number", "float": "a number", "list[float]": "a list of numbers in (0, 1]"}.get(kind, "a " + kind)
+    raise ConfigError(f"{where}: training.{key} must be {what}, got {value!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    t_start = time.perf_counter()
     args = parse_args(argv)
     config = load_config(args.config)
     settings = TrainingSettings.from_section(config.training, args.set, where=str(config.path))
@@ -201,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import transformers
     from accelerate import Accelerator
     from accelerate.logging import get_logger
+    from accelerate.data_loader import prepare_data_loader
     from accelerate.utils import ProjectConfiguration, broadcast, set_seed
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -265,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = SupportModel.from_encoder(encoder_name, splits.labels, max_length=max_length)
     tokenizer = model.tokenizer
     cache_dir = config.artifacts_dir / "cache" / "tokenized"
-    with accelerator.main_process_first():  # rank 0 tokenises and caches; the others read the cache
+    with accelerator.local_main_process_first():  # one process per machine tokenises and caches; the others read it
         train_ds = tokenize_intents(splits.train, tokenizer, max_length, splits.label2id, cache_dir)
         val_ds = tokenize_intents(splits.validation, tokenizer, max_length, splits.label2id, cache_dir)
         test_ds = tokenize_intents(test_set, tokenizer, max_length, splits.label2id, cache_dir) if test_set else None
@@ -300,7 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.head_init == "logreg" and not args.resume:
         t0 = time.perf_counter()
         model.to(accelerator.device)
-        init_loader = accelerator.prepare_data_loader(eval_loader_for(train_ds))
+        # Not registered with the accelerator: it is not part of the training state to checkpoint.
+        init_loader = prepare_data_loader(eval_loader_for(train_ds), accelerator.device, accelerator.num_processes,
+                                          accelerator.process_index, put_on_device=True)
         embs, ids = [], []
         model.eval()
         with torch.inference_mode():
@@ -343,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  num_warmup_steps=int(settings.warmup_ratio * max_steps), num_training_steps=max_steps)
     # Stepped by hand once per optimizer step (a prepared scheduler steps N times per step on N processes).
     accelerator.register_for_checkpointing(lr_scheduler)
-    averager = WeightAverager(accelerator.unwrap_model(model), settings.ema_decay)
+    averager = WeightAverager(accelerator.unwrap_model(model), settings.ema_decay, keep_initial=bool(settings.wise_alphas))
     accelerator.register_for_checkpointing(averager)
     eval_every = settings.eval_every or steps_per_epoch
     checkpoint_every = settings.checkpoint_every or eval_every
@@ -517,12 +528,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if averager.best is not None and state.best_step != state.completed_steps:
             candidates["best"] = averager.best
         current = averager.snapshot(unwrapped)
+        if averager.initial is not None:
+            # WiSE-FT (Wortsman et al. 2022): interpolating towards the starting point (pretrained
+            # encoder + logistic-regression head) keeps some of what fine-tuning forgets.
+            for base in [k for k in ("final", "ema") if k in candidates]:
+                trained = candidates[base] if candidates[base] is not None else current
+                for alpha in settings.wise_alphas:
+                    if alpha < 1:
+                        candidates[f"wise{alpha:g}-{base}"] = averager.interpolate(trained, alpha)
         scores = {}
         for name, weights in candidates.items():
             averager.load(unwrapped, weights if weights is not None else current)
             metrics, logits, labels = evaluate(val_loader)
             scores[name] = (metrics["macro_f1"], metrics["accuracy"], metrics, logits, labels)
-            log.info("candidate weights %-5s: validation accuracy %.4f, macro-F1 %.4f", name, metrics["accuracy"],
+            log.info("candidate weights %-14s: validation accuracy %.4f, macro-F1 %.4f", name, metrics["accuracy"],
                      metrics["macro_f1"])
         chosen = max(scores, key=lambda k: scores[k][:2])
         _, _, val_metrics, val_logits, val_labels = scores[chosen]
@@ -537,12 +556,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         len(val_logits))
     unwrapped.temperature.fill_(temperature)
     log.info("kept the %s weights; temperature %.3f", chosen, temperature)
-
-    test_metrics = None
-    if test_ds is not None:
-        test_metrics, _, _ = evaluate(accelerator.prepare_data_loader(eval_loader_for(test_ds)))
-        log.info("test accuracy %.4f, macro-F1 %.4f (%d examples)", test_metrics["accuracy"], test_metrics["macro_f1"],
-                 len(test_ds))
 
     total_examples = int(accelerator.reduce(torch.tensor(examples_seen, device=accelerator.device), "sum").item())
     meta = {
@@ -572,13 +585,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped.save_pretrained(output_dir, training=meta)
+    accelerator.wait_for_everyone()
+    wall_seconds = time.perf_counter() - t_start
+
+    test_metrics, test_seconds = None, 0.0
+    if test_ds is not None:  # scored once, after every choice was made on validation
+        t0 = time.perf_counter()
+        test_loader = prepare_data_loader(eval_loader_for(test_ds), accelerator.device, accelerator.num_processes,
+                                          accelerator.process_index, put_on_device=True)
+        test_metrics, _, _ = evaluate(test_loader)
+        test_seconds = time.perf_counter() - t0
+        log.info("test accuracy %.4f, macro-F1 %.4f (%d examples)", test_metrics["accuracy"], test_metrics["macro_f1"],
+                 len(test_ds))
+
+    if accelerator.is_main_process:
         results = {
             **meta,
             "output_dir": str(output_dir),
             "fingerprint": unwrapped.fingerprint,
             "temperature": temperature,
             "test": test_metrics,
-            "train_seconds": round(train_seconds, 2),
+            "wall_seconds": round(wall_seconds, 2),     # start to saved model (imports, data, init, training, calibration)
+            "test_seconds": round(test_seconds, 2),
+            "train_seconds": round(train_seconds, 2),   # the training loop alone (no evaluation, no checkpoints)
             "head_init_seconds": round(head_init_seconds, 2),
             "train_examples_seen": total_examples,
             "train_examples_per_second": round(total_examples / train_seconds, 2) if train_seconds else None,
@@ -611,12 +640,16 @@ class WeightAverager:
     Registered for checkpointing, so a resumed run continues the same average.
     """
 
-    def __init__(self, model: Any, decay: float) -> None:
+    def __init__(self, model: Any, decay: float, keep_initial: bool = False) -> None:
         self.decay = decay
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.enabled = decay > 0
         self.ema = self.snapshot(model) if self.enabled else None
         self.best: dict[str, Any] | None = None
+        self.initial = self.snapshot(model) if keep_initial else None
+
+    def interpolate(self, trained: dict[str, Any], alpha: float) -> dict[str, Any]:
+        return {n: self.initial[n] + alpha * (trained[n] - self.initial[n]) for n in self.names}
 
     def snapshot(self, model: Any) -> dict[str, Any]:
         params = dict(model.named_parameters())
@@ -643,10 +676,10 @@ class WeightAverager:
                 params[n].copy_(weights[n])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ema": self.ema, "best": self.best}
+        return {"ema": self.ema, "best": self.best, "initial": self.initial}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ema, self.best = state.get("ema"), state.get("best")
+        self.ema, self.best, self.initial = state.get("ema"), state.get("best"), state.get("initial")
 
 
 def param_groups(model: Any, settings: TrainingSettings) -> list[dict[str, Any]]:
