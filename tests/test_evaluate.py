@@ -9,7 +9,6 @@ the demo config (artifacts in tmp, a tiny encoder) checks the whole command end 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,3 +371,20 @@ def test_cli_smoke_on_the_demo_config(tmp_path, tiny_encoder_dir, capsys):
     assert "dialog.task_success" in compare and "Δ" in compare and (out / "compare.png").is_file()
     assert latest_report_dir(tmp_path / "artifacts" / "reports") == out.resolve()
     assert not (tmp_path / "artifacts" / "indexes").exists(), "the evaluation must not build the app's indexes"
+
+
+def test_model_flag_loads_a_support_model_folder(tmp_path, tiny_encoder_dir):
+    """`--model DIR` serves the folder through ModelNLU, as the app serves a trained model."""
+    from service.config import load_config
+    from service.nlu import ModelNLU
+    from training.evaluate import load_model
+    from training.model import SupportModel
+
+    model = SupportModel.from_encoder(str(tiny_encoder_dir), ["greeting", "thanks"])
+    model.fit_head(model.encode(["hi", "hello", "thanks", "thank you"]), np.array([0, 0, 1, 1]))
+    model.save_pretrained(tmp_path / "student")
+    loaded = load_model(load_config(_tmp_demo_config(tmp_path)), tmp_path / "student")
+    assert isinstance(loaded.nlu, ModelNLU) and loaded.nlu.labels == ["greeting", "thanks"]
+    assert (loaded.name, loaded.kind, loaded.model_path) == ("student", "trained", (tmp_path / "student").resolve())
+    assert loaded.nlu.parse("hello").intent in ("greeting", "thanks")
+

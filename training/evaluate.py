@@ -20,28 +20,35 @@
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import logging
-import re
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Callable, Sequence
+import os
 
-from service.cli import run_cli, setup_logging
-from service.config import PROJECT_ROOT, Config, load_config
-from service.errors import ArtifactError, ConfigError, DataError
-from training import plots
-from training.evaluation import (DialogEvaluator, EfficiencyEvaluator, EfficiencyInputs, EvalResult,
+# torch and faiss each bring an OpenMP runtime; with both loaded, idle threads of one spin while the
+# other works. On a shared CPU that made a turn ~20x slower (357 ms vs 17 ms with a tiny model), so
+# latency would measure the spinning, not the model. Must be set before either library starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
+
+from service.cli import run_cli, setup_logging  # noqa: E402
+from service.config import PROJECT_ROOT, Config, load_config  # noqa: E402
+from service.errors import ArtifactError, ConfigError, DataError  # noqa: E402
+from training import plots  # noqa: E402
+from training.evaluation import (DialogEvaluator, EfficiencyEvaluator, EfficiencyInputs, EvalResult,  # noqa: E402
                                  FaqRetrievalEvaluator, FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator,
                                  ProductRetrievalEvaluator, load_dialogs, load_intent_data)
-from training.evaluation.nlu import read_intents
-from training.report import build_report, latest_report_dir, load_report, update_latest, write_comparison, write_report
+from training.evaluation.nlu import read_intents  # noqa: E402
+from training.report import build_report, latest_report_dir, load_report, update_latest, write_comparison, write_report  # noqa: E402
 
 log = logging.getLogger("training.evaluate")
 

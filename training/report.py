@@ -74,7 +74,7 @@ DEFINITIONS = {
     "turn_latency_ms_p50": "median wall time of Assistant.respond over the replayed turns",
     "nlu_latency_ms_p50": "median wall time of nlu.parse on one message",
     "model_size_mb": "size of the model folder on disk (MiB)",
-    "load_time_s": "time to load the NLU",
+    "load_time_s": "time to load the NLU (pretrained+logreg: includes encoding the intents and fitting the regression)",
     "peak_rss_mb": "peak resident memory of the evaluation process (MiB)",
 }
 

@@ -8,7 +8,8 @@ Metric definitions:
   messages after 3 warm-up calls.
 - model_size_mb: bytes of every file in the model folder / 2**20 (the served/--model folder, or the
   pretrained encoder's folder when no trained model exists).
-- load_time_s: wall time to load the NLU (as measured by the caller).
+- load_time_s: wall time to load the NLU (as measured by the caller; for the pretrained encoder +
+  logistic regression it includes encoding the intent examples and fitting the regression).
 - peak_rss_mb: the evaluation process's peak resident memory (everything loaded, not only the model).
 """
 from __future__ import annotations
