@@ -331,9 +331,14 @@ class OOSDetector:
             val_probs: np.ndarray, val_embeddings: np.ndarray | None, val_labels: Sequence[str], *,
             method: str = "combined", k: int = 10, objective: str = "accuracy_floor",
             min_in_scope_accuracy: float | None = None, max_accuracy_drop: float = 0.02,
-            calibrate_temperature: bool = True, encoder_fingerprint: str | None = None) -> "OOSDetector":
+            calibrate_temperature: bool = True, encoder_fingerprint: str | None = None,
+            val_embedding_scores: Mapping[str, np.ndarray] | None = None) -> "OOSDetector":
         """Build the reference from the training rows, then fit temperature, normalisation and threshold
-        on the validation rows (probabilities and embeddings from the same NLU, labels = gold intents)."""
+        on the validation rows (probabilities and embeddings from the same NLU, labels = gold intents).
+
+        The validation rows must not be among the training rows (a row would find itself as its own
+        nearest neighbour), unless `val_embedding_scores` gives their knn/centroid scores computed
+        against references that leave them out (as `fit_cross_validated` does)."""
         labels = [str(x) for x in labels]
         train_labels = [str(x) for x in train_labels]
         keep = ~oos_mask(train_labels)
@@ -349,7 +354,7 @@ class OOSDetector:
             temperature = fit_temperature(val_probs, targets)
         det = cls(labels=labels, method=method, temperature=temperature, k=k, reference=reference,
                   reference_labels=ref_labels, encoder_fingerprint=encoder_fingerprint)
-        comps = det.components(val_probs, val_embeddings)
+        comps = det.components(val_probs, val_embeddings, val_embedding_scores)
         in_scope = ~oos_mask(val_labels)
         det.norm = {name: [float(v[in_scope].mean()), float(max(v[in_scope].std(), 1e-6))]
                     for name, v in comps.items() if name in ("msp_logit", "knn")}
@@ -366,6 +371,50 @@ class OOSDetector:
                  det.calibration.figures.get("oos_recall"))
         return det
 
+    @classmethod
+    def fit_cross_validated(cls, embeddings: np.ndarray, labels: Sequence[str], *, folds: int = 5, C: float = 10.0,
+                            seed: int = 0, method: str = "combined", k: int = 10, **fit_kwargs: Any) -> "OOSDetector":
+        """For an NLU that is a logistic regression on frozen embeddings (`service.nlu.FrozenEncoderNLU`),
+        fitted on *all* the intent examples: there is no held-out split, so the validation scores are
+        out-of-fold ones (stratified K-fold, the same LogisticRegression(C) per fold), and the kNN
+        reference is every in-scope example. Intents with fewer than `folds` examples still count as
+        references but are left out of the validation rows. `fit_kwargs` go to `fit` (objective, ...).
+        """
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+
+        X = l2_normalise(np.asarray(embeddings))
+        y = np.asarray([str(x) for x in labels])
+        classes = sorted(set(y.tolist()))
+        names, counts = np.unique(y, return_counts=True)
+        usable = np.isin(y, names[counts >= folds])
+        if len(set(y[usable])) < 2:
+            raise ValueError(f"cross-validated OOS calibration needs at least two intents with {folds}+ examples")
+        col = {c: i for i, c in enumerate(classes)}
+        oof = np.zeros((len(y), len(classes)))
+        emb_scores = {"knn": np.zeros(len(y)), "centroid": np.zeros(len(y))}
+        in_scope = ~oos_mask(y)
+        idx = np.flatnonzero(usable)
+        for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X[idx], y[idx]):
+            tr_rows = np.concatenate([idx[tr], np.flatnonzero(~usable)])   # rare intents always train
+            clf = LogisticRegression(C=C, max_iter=2000).fit(X[tr_rows], y[tr_rows])
+            oof[np.ix_(idx[te], [col[c] for c in clf.classes_])] = clf.predict_proba(X[idx[te]])
+            if method != "msp":
+                ref = tr_rows[in_scope[tr_rows]]
+                if method == "centroid":
+                    emb_scores["centroid"][idx[te]] = centroid_similarity_score(
+                        X[idx[te]], class_centroids(X[ref], y[ref].tolist())[1])
+                else:
+                    emb_scores["knn"][idx[te]] = knn_similarity_score(X[idx[te]], X[ref], k)
+        det = cls.fit(classes, X, y.tolist(), oof[idx], X[idx], y[idx].tolist(), method=method, k=k,
+                      val_embedding_scores={n: v[idx] for n, v in emb_scores.items()}, **fit_kwargs)
+        if det.method != "msp":
+            # Calibrated out of fold against the other folds; served against all examples, so the
+            # reference grows by 1/(folds-1): kNN similarities rise a little and a touch fewer are flagged.
+            det.meta["reference_note"] = f"validation scores out of {folds} folds; reference = all examples"
+        det.meta["cross_validated"] = {"folds": folds, "C": C, "seed": seed, "n_validation": int(len(idx))}
+        return det
+
     # ------------------------------------------------------------------ scoring
     @property
     def centroids(self) -> np.ndarray:
@@ -373,13 +422,17 @@ class OOSDetector:
             _, self._centroids = class_centroids(self.reference, self.reference_labels)
         return self._centroids
 
-    def components(self, probs: np.ndarray, embeddings: np.ndarray | None) -> dict[str, np.ndarray]:
-        """The raw component scores the method needs, each [n]."""
+    def components(self, probs: np.ndarray, embeddings: np.ndarray | None,
+                   embedding_scores: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The raw component scores the method needs, each [n] (`embedding_scores`: precomputed knn/centroid)."""
         out: dict[str, np.ndarray] = {}
         if self.method in ("msp", "combined"):
             out["msp"] = max_prob_score(probs, self.temperature)
             out["msp_logit"] = prob_logit(out["msp"])
-        if self.method in ("knn", "combined", "centroid"):
+        if embedding_scores is not None and self.method != "msp":
+            name = "centroid" if self.method == "centroid" else "knn"
+            out[name] = np.asarray(embedding_scores[name], dtype=np.float64)
+        elif self.method in ("knn", "combined", "centroid"):
             if embeddings is None:
                 raise ValueError(f"OOS score {self.method!r} needs the message embedding")
             if self.method == "centroid":

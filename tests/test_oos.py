@@ -261,3 +261,23 @@ def test_real_embeddings_separate_weather_and_jokes_from_shop_questions(embedder
     fresh = ["is my order on its way", "how do i return a broken kettle"]
     x_in = embedder.encode(fresh)
     assert not det.flags(clf.predict_proba(x_in), x_in).any()
+
+
+@pytest.mark.parametrize("method", ["msp", "knn", "combined"])
+def test_cross_validated_fit_for_a_frozen_encoder_nlu(world, method):
+    # FrozenEncoderNLU fits on every example: validation scores come out of fold, and a row never
+    # meets itself in the kNN reference (else every score would be ~1 and fresh messages flagged).
+    x = np.concatenate([world["train"], world["val"]])
+    y = world["train_labels"] + world["val_labels"]
+    det = OOSDetector.fit_cross_validated(x, y, folds=4, method=method, k=5, max_accuracy_drop=0.02)
+    assert det.meta["cross_validated"]["n_validation"] == len(y)
+    assert set(det.labels) == set(LABELS) and (method == "msp" or len(det.reference) == 260)
+    assert det.calibration.figures["oos_recall"] >= 0.8
+    fresh_in = world["sample"](np.arange(4).repeat(10))
+    fresh_oos = world["oos"](40)
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=10.0, max_iter=2000).fit(x, y)
+    assert list(clf.classes_) == det.labels
+    assert det.flags(clf.predict_proba(fresh_in), fresh_in).mean() <= 0.1
+    assert det.flags(clf.predict_proba(fresh_oos), fresh_oos).mean() >= 0.8
