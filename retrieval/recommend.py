@@ -293,9 +293,11 @@ _RANGE_RES = [
     re.compile(rf"(?:{_PRICE})\s*(?:-|–|to)\s*{_P}"),
     re.compile(rf"\b{_NUM}(k(?![a-z]))?\s*(?:-|–|to)\s*(?:{_PRICE})"),
 ]
-_MAX_RE = re.compile(rf"(?:\bunder|\bbelow|\bless than|\bcheaper than|\bup to|\bat most|\bno more than|\bnot more than|"
+# "nothing over $600", "not above 200": a negated lower bound is an upper bound.
+_MAX_RE = re.compile(rf"(?:\b(?:nothing|not|no(?:thing)?|never) (?:over|above|more than|higher than|pricier than)|"
+                     rf"\bunder|\bbelow|\bless than|\bcheaper than|\bup to|\bat most|\bno more than|\bnot more than|"
                      rf"\bmax(?:imum)?(?: of)?|\bbudget(?: is| of)?(?: about| around)?|\bwithin|\bsub|<)\s*{_P}")
-_MIN_RE = re.compile(rf"(?:\bover|\babove|(?<!no )(?<!not )\bmore than|\bat least|\bminimum(?: of)?|\bstarting at|\bfrom|>)\s*{_P}")
+_MIN_RE = re.compile(rf"(?:(?<!nothing )(?<!not )(?<!no )\bover|(?<!nothing )(?<!not )(?<!no )\babove|(?<!no )(?<!not )\bmore than|\bat least|\bminimum(?: of)?|\bstarting at|\bfrom|>)\s*{_P}")
 _AROUND_RE = re.compile(rf"(?:\baround|\babout|\bapproximately|\bapprox\.?|\broughly|\bclose to|\bnear|~)\s*{_P}")
 _ISH_RE = re.compile(rf"(?:{_PRICE}|\$?{_NUM}(k(?![a-z]))?)\s*-?\s*ish\b")
 _BARE_PRICE_RE = re.compile(_PRICE)

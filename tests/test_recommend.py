@@ -133,3 +133,9 @@ def test_demo_shopping_precision(demo_config, demo_recommender, embedder):
     p5 = np.mean([len({s.product["id"] for s in demo_recommender.recommend(r["text"], v, 5)} & set(r["relevant_ids"])) / 5
                   for r, v in zip(reqs, vecs)])
     assert p5 >= PRECISION_AT_5_FLOOR, f"precision@5 {p5:.3f}"
+
+
+@pytest.mark.parametrize("text", ["nothing over $600", "not above 600 dollars", "no more than $600"])
+def test_negated_lower_bound_is_an_upper_bound(text):
+    f = parse_filters(text, ["kitchen"], [])
+    assert f.max_price == 600 and f.min_price is None
