@@ -568,8 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_ds = dataset_of(corpus.indices("test")) if test_texts else None
     collator = DistillCollator(tokenizer, pad_to_multiple_of=8 if precision != "no" else None)
     columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels", "row") if c in train_ds.column_names]
+    # On N processes, Accelerate's batch-sampler shard takes the first short batch for the end of the
+    # epoch; the length-grouped sampler shuffles the short batch anywhere, so keep full batches only.
     train_sampler = LengthGroupedBatchSampler(list(train_ds["length"]), settings.batch_size, seed=seed,
-                                              window=64 if settings.length_grouping else 1)
+                                              window=64 if settings.length_grouping else 1,
+                                              drop_last=accelerator.num_processes > 1
+                                              and len(train_ds) >= settings.batch_size * accelerator.num_processes)
     train_loader = DataLoader(train_ds.select_columns(columns), batch_sampler=train_sampler, collate_fn=collator,
                               generator=torch.Generator().manual_seed(seed))
 
@@ -799,6 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "teacher": str(teacher_dir),
         "teacher_fingerprint": _teacher_fingerprint(teacher_dir),
         "student": how,
+        "embedding_alignment": "cosine" if isinstance(emb_loss, EmbeddingDistillationLoss) else "similarity_matrix",
         "parameters": n_params,
         "steps": state.completed_steps,
         "epochs": round(state.completed_steps / steps_per_epoch, 3),

@@ -79,6 +79,8 @@ class OnnxSupportModel:
         self.labels: list[str] = [str(x) for x in labels]
         self.dim = int(meta.get("dim") or self.session.get_outputs()[1].shape[-1])
         self.max_length = int(meta.get("max_length", 64))
+        # Longer inputs (product texts) are cut at the encoder's position table, never past it.
+        self.max_positions = _max_positions(directory)
         self.temperature = float(meta.get("temperature", 1.0))
         self.fingerprint = str(meta.get("fingerprint", ""))
         self.name_or_path = str(directory)
@@ -92,8 +94,8 @@ class OnnxSupportModel:
         return f"OnnxSupportModel({self.name_or_path!r}, {self.precision}, {len(self.labels)} intents, dim={self.dim})"
 
     def _run(self, texts: list[str], max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length or self.max_length,
-                             return_tensors="np")
+        limit = min(max_length or self.max_length, self.max_positions)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="np")
         feed = {name: enc[name].astype(np.int64) for name in self._inputs}
         logits, emb = self.session.run(None, feed)
         return logits, emb
@@ -122,6 +124,16 @@ class OnnxSupportModel:
     def encode(self, texts: Sequence[str], show_progress: bool = False, *, max_length: int | None = None) -> np.ndarray:
         """Embeddings only (the `Embedder.encode` signature, long product texts included)."""
         return self.predict_logits(texts, max_length=max_length)[1]
+
+
+def _max_positions(directory: Path) -> int:
+    try:
+        cfg = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        n = int(cfg.get("max_position_embeddings") or 512)
+    except (OSError, ValueError, TypeError):
+        return 512
+    # RoBERTa-style position ids start after the padding index: two fewer usable positions.
+    return n - 2 if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert") else n
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,239 @@
+"""training.distill: a student distilled from a tiny teacher, in one process and in two.
+
+The teacher is the shared random 2-layer BERT (`tiny_encoder_dir`) with an intent head fitted by
+logistic regression on its frozen embeddings: a decisive teacher built in a second, no training run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from service.cli import run_cli
+from service.errors import ConfigError
+from training import distill
+from training.model import SupportModel, load_support_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+INTENTS = {
+    "greeting": ["hello there", "hi", "good morning", "hey you", "hello friend", "hiya", "morning!", "hey hey",
+                 "hi there friend", "good evening"],
+    "order_status": ["where is my order", "track my parcel", "has my order shipped", "order status please",
+                     "when will my package arrive", "where is my package", "is my order on its way", "track order",
+                     "my parcel is late", "package tracking"],
+    "refund": ["i want my money back", "refund please", "how do i get a refund", "return money to my card",
+               "refund my purchase", "give me a refund", "money back please", "i need a refund",
+               "refund the order", "can i be refunded"],
+}
+FAQ = [
+    {"id": "f1", "question": "How long does shipping take?", "answer": "3-5 days.",
+     "paraphrases": ["shipping time?", "how fast do you ship", "delivery duration"]},
+    {"id": "f2", "question": "Can I return an item?", "answer": "Yes, within 30 days.",
+     "paraphrases": ["return policy", "can i send it back", "how to return"]},
+]
+DISTILL = {"batch_size": 8, "eval_batch_size": 32, "learning_rate": 3e-3, "head_learning_rate": 1e-2,
+           "log_every": 2, "tensorboard": False, "augment_copies": 1, "val_fraction": 0.2}
+
+
+def write_project(root: Path, encoder_dir: Path, distill_section: dict | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "intents.jsonl", "w", encoding="utf-8") as fh:
+        for intent, texts in INTENTS.items():
+            for t in texts:
+                fh.write(json.dumps({"text": t, "intent": intent}) + "\n")
+    with open(root / "faq.jsonl", "w", encoding="utf-8") as fh:
+        for r in FAQ:
+            fh.write(json.dumps(r) + "\n")
+    (root / "products.jsonl").write_text(json.dumps({"id": "p1", "title": "Lamp", "category": "home", "price": 10}) + "\n")
+    config = {"name": "tiny", "data": {"intents": "intents.jsonl", "faq": "faq.jsonl", "products": "products.jsonl"},
+              "artifacts_dir": "artifacts", "encoder": {"name": str(encoder_dir), "max_length": 24},
+              "training": {"val_fraction": 0.2, "tensorboard": False},
+              "distill": {**DISTILL, **(distill_section or {})}}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def make_teacher(encoder_dir: Path, out: Path, layers: int = 2) -> Path:
+    """A teacher without a training run: the tiny encoder + a logistic-regression head on its embeddings."""
+    labels = sorted(INTENTS)
+    model = SupportModel.from_encoder(str(encoder_dir), labels, max_length=24)
+    texts = [t for ts in INTENTS.values() for t in ts]
+    ids = np.array([labels.index(i) for i, ts in INTENTS.items() for _ in ts])
+    _, emb = model.predict_logits(texts)
+    model.fit_head(emb, ids, C=100.0)
+    model.metadata = {"settings": {"seed": 42, "val_fraction": 0.2}, "intents_file": ""}
+    return model.save_pretrained(out)
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_encoder_dir) -> Path:
+    config = write_project(tmp_path / "proj", tiny_encoder_dir)
+    make_teacher(tiny_encoder_dir, tmp_path / "proj" / "artifacts" / "teacher")
+    return config
+
+
+def run(argv: list[str], capsys) -> tuple[int, str]:
+    code = run_cli(distill.main, argv)
+    return code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- settings and errors
+
+def test_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        distill.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--teacher", "--output-dir", "--max-steps", "--resume"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"student_layrs": 2}, "unknown key(s) in 'distill': student_layrs"),
+    ({"temperature": 0}, "distill.temperature must be positive"),
+    ({"layer_selection": "middle"}, "distill.layer_selection must be one of"),
+    ({"batch_size": "many"}, "distill.batch_size must be a number"),
+    ({"kd_weight": 0, "ce_weight": 0, "embedding_weight": 0}, "must leave some loss"),
+])
+def test_bad_distill_config_is_one_line(tmp_path, tiny_encoder_dir, capsys, section, message):
+    config = write_project(tmp_path / "p", tiny_encoder_dir, section)
+    code, err = run(["--config", str(config)], capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert message in err
+
+
+def test_missing_teacher_names_the_training_command(tmp_path, tiny_encoder_dir, capsys):
+    config = write_project(tmp_path / "p", tiny_encoder_dir)
+    code, err = run(["--config", str(config)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "no teacher model at" in err and "training.train --config" in err
+
+
+def test_layer_selection():
+    assert distill.select_layers(6, 3, "alternate") == [1, 3, 5]
+    assert distill.select_layers(6, 3, "spread") == [0, 2, 5]
+    assert distill.select_layers(6, 3, "bottom") == [0, 1, 2]
+    assert distill.select_layers(6, 3, "top") == [3, 4, 5]
+    assert distill.select_layers(12, 4, "alternate") == [2, 5, 8, 11]
+    assert distill.select_layers(6, 2, "0,4") == [0, 4]
+    assert distill.select_layers(2, 1, "alternate") == [1]
+    with pytest.raises(ConfigError):
+        distill.select_layers(6, 3, "0,9")
+    with pytest.raises(ConfigError):
+        distill.select_layers(2, 3, "bottom")
+
+
+def test_distillation_texts_keep_validation_out_and_label_only_gold_rows():
+    corpus = distill.distillation_texts(["where is my order", "hello there"], [0, 1], ["track my parcel"], [0],
+                                        ["track my parcel", "Shipping time?", "where is my order"],
+                                        augment_copies=2, augment_prob=0.5, seed=1)
+    assert corpus.kinds.count("train") == 2 and corpus.kinds.count("validation") == 1
+    faq = [corpus.texts[i] for i in corpus.indices("faq")]
+    assert faq == ["Shipping time?"]        # validation and duplicate texts never become training texts
+    assert all(corpus.labels[i] == -1 for i in corpus.indices("faq", "augmented"))
+    assert corpus.key() == distill.distillation_texts(
+        ["where is my order", "hello there"], [0, 1], ["track my parcel"], [0],
+        ["track my parcel", "Shipping time?", "where is my order"], augment_copies=2, augment_prob=0.5, seed=1).key()
+
+
+# ---------------------------------------------------------------------------- a real distillation
+
+def test_distil_a_student_from_a_tiny_teacher(project, capsys, tmp_path):
+    artifacts = project.parent / "artifacts"
+    common = ["--config", str(project), "--max-steps", "16", "--set", "eval_every=8", "--set", "checkpoint_every=8"]
+    code, err = run(common, capsys)
+    assert code == 0, err
+    student_dir, work = artifacts / "student", artifacts / "runs" / "student"
+    ranks = json.loads((work / "ranks" / "rank0.json").read_text())
+    results = json.loads((work / "results.json").read_text())
+
+    # the distillation loss went down (each term is logged too)
+    losses = np.array(ranks["losses"])
+    assert len(losses) == 16 and losses[-4:].mean() < losses[:4].mean(), losses
+    assert set(ranks["loss_parts"]) == {"kd", "ce", "embedding"}
+    # half the teacher's layers, taken from the teacher; FAQ and augmented texts were used
+    teacher = SupportModel.from_pretrained(artifacts / "teacher")
+    student = SupportModel.from_pretrained(student_dir)
+    assert student.encoder.config.num_hidden_layers == 1 and teacher.encoder.config.num_hidden_layers == 2
+    assert results["student"]["layers"] == [1]
+    assert results["texts"]["faq"] > 0 and results["texts"]["augmented"] > 0
+    assert results["teacher_fingerprint"] == teacher.fingerprint
+    assert "teacher_agreement" in results["validation"]
+    assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
+    # a SupportModel folder like any other: loads the same three ways
+    served = load_support_model(student_dir)
+    probs, emb = served.predict(["where is my parcel", "hello"])
+    assert probs.shape == (2, 3) and emb.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert served.metadata["kind"] == "student"
+    from retrieval.embedder import Embedder
+
+    assert Embedder(student_dir, max_length=24).fingerprint == student.fingerprint
+    # the teacher's outputs were computed once and cached
+    assert len(list(work.glob("teacher-outputs-*.npz"))) == 1
+
+    # resume from step 8: continues at step 9 and ends where the full run did
+    code, err = run(common + ["--resume", str(work / "checkpoints" / "step_8"), "--output-dir",
+                              str(tmp_path / "resumed"), "--work-dir", str(tmp_path / "resumed_run")], capsys)
+    assert code == 0, err
+    resumed = json.loads((tmp_path / "resumed_run" / "ranks" / "rank0.json").read_text())
+    assert resumed["steps"] == 16 and len(resumed["losses"]) == 8
+    np.testing.assert_allclose(resumed["losses"], ranks["losses"][8:], rtol=1e-4)
+    assert resumed["param_checksum"] == ranks["param_checksum"]
+
+
+def test_a_student_of_another_encoder_aligns_similarities(project, capsys, tmp_path):
+    """`student_encoder`: any Hugging Face encoder (here a 16-wide one): the similarity matrices are matched."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    other = tmp_path / "narrow"
+    torch.manual_seed(1)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(other)
+    teacher_dir = project.parent / "artifacts" / "teacher"
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(teacher_dir / name, other / name)
+    code, err = run(["--config", str(project), "--max-steps", "4", "--set", f"student_encoder={other}",
+                     "--output-dir", str(tmp_path / "narrow_student")], capsys)
+    assert code == 0, err
+    student = SupportModel.from_pretrained(tmp_path / "narrow_student")
+    assert student.dim == 16 and student.labels == sorted(INTENTS)
+    results = json.loads((project.parent / "artifacts" / "runs" / "narrow_student" / "results.json").read_text())
+    assert results["embedding_alignment"] == "similarity_matrix" and results["student"]["init"] == "pretrained"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_distillation(project):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(_free_port()), "-m", "training.distill", "--config", str(project),
+           "--max-steps", "6"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = project.parent / "artifacts" / "runs" / "student"
+    ranks = [json.loads((work / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["num_processes"] == 2 and r["steps"] == 6 for r in ranks)
+    assert ranks[0]["losses"] != ranks[1]["losses"]                  # each rank saw its own shard
+    assert ranks[0]["param_checksum"] == ranks[1]["param_checksum"]  # DDP kept them identical
+    results = json.loads((work / "results.json").read_text())
+    assert results["num_processes"] == 2 and results["effective_batch_size"] == 16
+    SupportModel.from_pretrained(project.parent / "artifacts" / "student")
