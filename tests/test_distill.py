@@ -63,13 +63,22 @@ def write_project(root: Path, encoder_dir: Path, distill_section: dict | None = 
 
 
 def make_teacher(encoder_dir: Path, out: Path, layers: int = 2) -> Path:
-    """A teacher without a training run: the tiny encoder + a logistic-regression head on its embeddings."""
+    """A teacher without a training run: the tiny encoder + a logistic-regression head on its embeddings.
+
+    The random encoder's word vectors are redrawn with unit variance: with BERT's 0.02 every text
+    pools to nearly the same vector (pairwise cosine 0.9), a degenerate space no trained encoder has.
+    """
+    import torch
+
     labels = sorted(INTENTS)
     model = SupportModel.from_encoder(str(encoder_dir), labels, max_length=24)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.encoder.get_input_embeddings().weight.normal_(0, 1)
     texts = [t for ts in INTENTS.values() for t in ts]
     ids = np.array([labels.index(i) for i, ts in INTENTS.items() for _ in ts])
     _, emb = model.predict_logits(texts)
-    model.fit_head(emb, ids, C=100.0)
+    model.fit_head(emb, ids, C=10.0)
     model.metadata = {"settings": {"seed": 42, "val_fraction": 0.2}, "intents_file": ""}
     return model.save_pretrained(out)
 
