@@ -51,6 +51,10 @@ DETECTOR_FILE = "oos.json"
 REFERENCE_FILE = "oos_reference.npy"
 FORMAT_VERSION = 1
 _EPS = 1e-6
+# In-scope accuracy the default objective may give up on the validation split. One point, not two:
+# on CLINC150 a split carved from the training data understated the loss on newly collected
+# messages by a factor of about 1.5 (benchmarks/results/oos_clinc150.json, "drop_sweep").
+DEFAULT_MAX_ACCURACY_DROP = 0.01
 
 
 def is_oos_label(label: Any) -> bool:
@@ -242,8 +246,8 @@ def _sweep(scores: np.ndarray, gold: Sequence[str], pred: Sequence[str]) -> dict
 
 def calibrate_oos_threshold(scores: np.ndarray, gold: Sequence[str], pred: Sequence[str], *,
                             objective: str = "accuracy_floor", method: str = "msp",
-                            min_in_scope_accuracy: float | None = None, max_accuracy_drop: float = 0.02
-                            ) -> OOSCalibration:
+                            min_in_scope_accuracy: float | None = None,
+                            max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> OOSCalibration:
     """Choose the threshold on VALIDATION scores for `objective` (see the module docstring).
 
     `scores`: in-scope scores (higher = more in scope) of the validation examples; `gold`: their
@@ -330,7 +334,7 @@ class OOSDetector:
     def fit(cls, labels: Sequence[str], train_embeddings: np.ndarray, train_labels: Sequence[str],
             val_probs: np.ndarray, val_embeddings: np.ndarray | None, val_labels: Sequence[str], *,
             method: str = "combined", k: int = 10, objective: str = "accuracy_floor",
-            min_in_scope_accuracy: float | None = None, max_accuracy_drop: float = 0.02,
+            min_in_scope_accuracy: float | None = None, max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
             calibrate_temperature: bool = True, encoder_fingerprint: str | None = None,
             val_embedding_scores: Mapping[str, np.ndarray] | None = None) -> "OOSDetector":
         """Build the reference from the training rows, then fit temperature, normalisation and threshold
