@@ -293,7 +293,7 @@ def calibrate_oos_threshold(scores: np.ndarray, gold: Sequence[str], pred: Seque
 
 # ---------------------------------------------------------------------- the detector
 
-@dataclass
+@dataclass(eq=False)   # holds numpy arrays: compare scores, not objects
 class OOSDetector:
     """Scores one NLU output (probabilities + embedding) and says whether it is out of scope.
 
