@@ -477,10 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         transformers.utils.logging.set_verbosity_error()
         datasets.disable_progress_bars()
     if not use_cuda:
-        # N processes on one CPU: split the cores, or they fight over them.
-        threads = settings.num_threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or \
-            max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))))
-        torch.set_num_threads(threads)
+        # N processes on one CPU: split the cores, or they fight over them. OMP_NUM_THREADS is not
+        # consulted (as in training.train): `accelerate launch` sets it to 1, idling the other cores.
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(settings.num_threads or max(1, (os.cpu_count() or 1) // max(1, local_processes)))
     log.info("%s; %d torch thread(s) per process", str(accelerator.state).replace("\n", " ").strip(),
              torch.get_num_threads())
 

@@ -49,6 +49,11 @@ def pipeline_steps(config: Config) -> list[str]:
     return parse_steps(steps, where=f"{config.path}: distill.pipeline.steps")
 
 
+def serving_steps(config: Config) -> list[str]:
+    """The config's steps that the app needs before it serves (evaluation left to the operator)."""
+    return [s for s in pipeline_steps(config) if s in SERVING_STEPS]
+
+
 def parse_steps(steps: Sequence[str] | str, where: str = "--steps") -> list[str]:
     if isinstance(steps, str):
         steps = [s.strip() for s in steps.split(",") if s.strip()]
@@ -91,10 +96,12 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
         from service.assembly import served_model_dir
 
         served_dir = served_model_dir(config)
-        fingerprint = (_meta(served_dir) or {}).get("fingerprint") if served_dir is not None else None
-        if fingerprint is None:
-            # the app would serve the pretrained encoder: leave that check to the index builder
-            return False, "no trained model to index with"
+        if served_dir is not None:
+            fingerprint, encoder = (_meta(served_dir) or {}).get("fingerprint"), f"the {served_dir.name} encoder"
+        else:  # no trained model: the app serves the pretrained encoder (hashing its files loads nothing)
+            from retrieval.embedder import model_fingerprint, resolve_model_path
+
+            fingerprint, encoder = model_fingerprint(resolve_model_path(config.encoder.name)), config.encoder.name
         from retrieval.build import load_calibration
 
         try:
@@ -104,7 +111,7 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
         missing = [k for k in ("faq", "products") if not (config.index_dir / k).is_dir()]
         if missing:
             return False, f"missing index(es): {', '.join(missing)}"
-        return True, f"indexes built with the {served_dir.name} encoder"
+        return True, f"indexes built with {encoder}"
     if step == "evaluate":
         from service.assembly import served_model_dir
         from training.report import latest_report_dir, load_report
@@ -172,6 +179,8 @@ def run_pipeline(config: Config, steps: Sequence[str] | str | None = None, force
     Returns {"steps": {step: {"status": "done"|"skipped", "why", "seconds", ...}}, "seconds": total}.
     `on_step(i, n, step, message)` is called before each step (for a progress display).
     """
+    if steps is not None and not isinstance(steps, str) and len(steps) == 0:
+        return {"steps": {}, "seconds": 0.0}   # e.g. a config whose pipeline serves without building
     chosen = parse_steps(steps) if steps is not None else pipeline_steps(config)
     results: dict[str, Any] = {}
     t_all = time.perf_counter()
