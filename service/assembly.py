@@ -11,18 +11,22 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from service.config import Config
 from service.engine import Assistant
 from service.flows import DEFAULT_POLICY, ORDER_FLOWS, FlowRunner
 from service.errors import ArtifactError, DataError
 from service.nlu import NLU, FrozenEncoderNLU, ModelNLU
 from service.policy import Thresholds
+from service.oos import OOSDetector
 from service.store import Store
 
 log = logging.getLogger(__name__)
 
 # Model folders in the order the app prefers to serve them.
 SERVED_MODEL_DIRS = ("served", "student", "teacher")
+OOS_DIR = "oos"   # under the index folder: calibrated for the encoder the indexes were built with
 
 
 def served_model_dir(config: Config) -> Path | None:
@@ -47,6 +51,41 @@ def load_nlu(config: Config) -> NLU:
     embedder = Embedder(config.encoder.name, max_length=config.encoder.max_length,
                         batch_size=config.encoder.batch_size)
     return FrozenEncoderNLU.from_file(embedder, config.data.intents)
+
+
+def fit_oos_detector(config: Config, nlu: NLU) -> OOSDetector:
+    """Calibrate out-of-scope detection for this NLU on data it was not fitted on.
+
+    The frozen-encoder NLU is fitted on every intent example, so its validation scores are
+    out-of-fold; a trained model is calibrated on the validation split its training held out.
+    """
+    if isinstance(nlu, FrozenEncoderNLU):
+        return OOSDetector.fit_cross_validated(nlu.train_embeddings, nlu.train_labels, C=nlu.C, method="combined",
+                                               encoder_fingerprint=nlu.embedder.fingerprint)
+    from training.data import load_intent_splits
+    from training.train import TrainingSettings
+
+    settings = TrainingSettings.from_section(config.training, where=str(config.path))
+    splits = load_intent_splits(config.data.intents, val_fraction=settings.val_fraction, seed=settings.seed,
+                                min_examples=settings.min_examples_per_intent)
+    train_texts, val_texts = list(splits.train["text"]), list(splits.validation["text"])
+    _, train_emb = nlu.model.predict(train_texts)
+    val_probs, val_emb = nlu.model.predict(val_texts)
+    return OOSDetector.fit(nlu.labels, np.asarray(train_emb), list(splits.train["intent"]), np.asarray(val_probs),
+                           np.asarray(val_emb), list(splits.validation["intent"]), method="combined",
+                           encoder_fingerprint=nlu.embedder.fingerprint)
+
+
+def load_oos_detector(config: Config, nlu: NLU) -> OOSDetector:
+    """The detector saved beside the indexes for this encoder; calibrated and saved when missing."""
+    directory = config.index_dir / OOS_DIR
+    try:
+        return OOSDetector.load(directory, expected_fingerprint=nlu.embedder.fingerprint)
+    except ArtifactError as exc:
+        log.info("%s; calibrating out-of-scope detection for %s now", exc, nlu.embedder.name)
+    detector = fit_oos_detector(config, nlu)
+    detector.save(directory)
+    return detector
 
 
 def read_faq_records(path: Path) -> dict[str, dict]:
@@ -85,10 +124,11 @@ def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None 
     thresholds = Thresholds(faq=float(faq_threshold), clarify_margin=config.policy.clarify_margin,
                             intent=float(config.policy.intent_threshold or calibration.get("intent_threshold") or 0.5))
     log.info("thresholds: %s", thresholds)
+    oos = load_oos_detector(config, nlu)
     flows = FlowRunner(ORDER_FLOWS, store, policy={**DEFAULT_POLICY, **config.flows},
                        intent_threshold=thresholds.intent)
     return Assistant(nlu=nlu, faq_index=faq_index, recommender=recommender, thresholds=thresholds,
                      store_name=config.store_name, max_message_chars=config.policy.max_message_chars,
                      top_k=config.retrieval.top_k, faq_records=read_faq_records(config.data.faq),
-                     sessions=store, desk=store, transcripts=store, flows=flows,
+                     sessions=store, desk=store, transcripts=store, flows=flows, oos=oos,
                      support_hours=str(config.flows.get("support_hours", "")), **kwargs)

@@ -45,8 +45,10 @@ class Assistant:
                  store_name: str = "our store", sessions: SessionStore | None = None,
                  desk: HandoffDesk | None = None, flows: FlowEngine | None = None,
                  max_message_chars: int = 2000, top_k: int = 5, support_hours: str = "",
-                 faq_records: dict[str, dict] | None = None, transcripts: TranscriptLog | None = None):
+                 faq_records: dict[str, dict] | None = None, transcripts: TranscriptLog | None = None,
+                 oos: Any = None):
         self.nlu = nlu
+        self.oos = oos   # service.oos.OOSDetector, or None to rely on the NLU's own out_of_scope intent
         self.transcripts = transcripts
         self.faq_records = faq_records or {}
         self.faq_index = faq_index
@@ -82,7 +84,7 @@ class Assistant:
 
         nlu = self.nlu.parse(clean.text)
         faq_hits = self.faq_index.search(nlu.embedding, self.top_k)
-        signals = self._signals(clean.text)
+        signals = self._signals(clean.text, nlu)
         decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals)
         reply = self._act(decision, state, clean.text, nlu, faq_hits)
@@ -92,15 +94,17 @@ class Assistant:
             reply = self._handoff(state, "two turns in a row the assistant could not help", nlu, clean.text)
         if clean.truncated:
             reply.text = smalltalk.TRUNCATED.format(length=clean.original_length) + reply.text
-        reply.debug.update({"decision": decision.reason, "ranking": nlu.ranking[:3],
+        reply.debug.update({"decision": decision.reason, "ranking": nlu.ranking[:3], "oos_score": signals.oos_score,
                             "faq": [(h.id, round(h.score, 4)) for h in faq_hits[:3]]})
         self._record(state, clean.text, reply)
         return reply
 
-    def _signals(self, text: str) -> Signals:
+    def _signals(self, text: str, nlu: NLUResult) -> Signals:
         filters = self.recommender.parse(text) if hasattr(self.recommender, "parse") else None
+        out_of_scope, oos_score = self.oos.check_result(nlu) if self.oos is not None else (False, None)
         return Signals(order_ref=bool(ORDER_ID.search(text)), asks_human=bool(ASKS_HUMAN.search(text)),
-                       shopping=bool(filters is not None and not filters.is_empty()))
+                       shopping=bool(filters is not None and not filters.is_empty()),
+                       out_of_scope=bool(out_of_scope), oos_score=oos_score)
 
     # -- actions ------------------------------------------------------------------------------
     def _act(self, d: Decision, state: SessionState, text: str, nlu: NLUResult, faq_hits: list) -> Reply:

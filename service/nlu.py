@@ -81,10 +81,13 @@ class FrozenEncoderNLU:
         from sklearn.linear_model import LogisticRegression
 
         self.embedder = embedder
+        self.C = C
         X = embedder.encode(list(texts))
         self._clf = LogisticRegression(C=C, max_iter=2000)
         self._clf.fit(X, list(labels))
         self.labels = [str(c) for c in self._clf.classes_]
+        # Kept for calibrating the out-of-scope detector without encoding everything again.
+        self.train_embeddings, self.train_labels = X, [str(x) for x in labels]
 
     @classmethod
     def from_file(cls, embedder: TextEncoder, intents_path: Path) -> "FrozenEncoderNLU":

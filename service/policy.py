@@ -40,6 +40,8 @@ class Signals:
     order_ref: bool = False       # an order number (HC-123456) is in the message
     asks_human: bool = False      # explicit words for a person: "agent", "human", "representative"
     shopping: bool = False        # a catalogue category, brand or price bound is named
+    out_of_scope: bool = False    # the calibrated OOS detector flags the message (service/oos.py)
+    oos_score: float | None = None
 
 
 @dataclass
@@ -130,6 +132,10 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
 
     if confident and intent == "out_of_scope":
         return Decision("out_of_scope", intent)
+    # Not a flow turn, no FAQ answer, and unlike anything we were trained on: say so honestly.
+    if signals.out_of_scope and not signals.order_ref and not signals.shopping \
+            and not (confident and intent in SMALL_TALK_INTENTS | {"affirm", "deny"}):
+        return Decision("out_of_scope", intent, reason="the out-of-scope detector flagged it")
     if signals.shopping and not confident and intent == "product_search":
         return Decision("recommend", "product_search", reason="a catalogue category, brand or budget was named")
     if confident and intent in ("affirm", "deny"):

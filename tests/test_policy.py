@@ -88,3 +88,17 @@ def test_an_active_flow_keeps_the_turn():
     state = SessionState("s", flow={"name": "order_status", "slots": {}})
     d = act("affirm", [H("a", 0.2)], state=state, flows=True)
     assert d.flow is None and d.action == "flow"
+
+
+def test_calibrated_oos_flag_gives_an_honest_answer_but_never_inside_a_flow():
+    from service.policy import Signals
+
+    flagged = Signals(out_of_scope=True)
+    assert decide("will it rain", SessionState("s"), nlu("faq_shipping", 0.3), [H("a", 0.2)], TH,
+                  signals=flagged).action == "out_of_scope"
+    in_flow = SessionState("s", flow={"name": "order_status", "slots": {}})
+    assert decide("jo@example.com", in_flow, nlu("faq_account", 0.3), [H("a", 0.2)], TH, flows_available=True,
+                  signals=flagged).action == "flow"
+    # A confident FAQ match wins over the flag.
+    assert decide("how long is shipping", SessionState("s"), nlu("faq_shipping", 0.9),
+                  [H("a", 0.9, {"category": "shipping"})], TH, signals=flagged).action == "answer_faq"
