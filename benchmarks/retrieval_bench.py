@@ -9,8 +9,8 @@
   Most requests have 2-3 relevant products, so precision@5 tops out well below 1; the table
   also gives the ceiling and the normalised figure (hits / min(5, relevant)).
 * Latency of one query on this machine: encode, FAQ search, recommend.
-* `turn_latency` is a hook for the per-turn latency of `Assistant.respond` (filled in by the
-  service side); its dict, if any, is added to the JSON and the table.
+* Per-turn latency of `Assistant.respond` over the held-out dialogs, with the model the app
+  serves (`--no-turns` skips it).
 
 Writes benchmarks/results/retrieval.json and prints a markdown table. Not part of CI.
 """
@@ -106,11 +106,35 @@ def query_latency(embedder, faq_index: FaqIndex, rec: Recommender, texts: list[s
 
 
 def turn_latency(config: Config, args: argparse.Namespace) -> dict[str, Any] | None:
-    """Hook: per-turn latency of `Assistant.respond` (p50/p95 ms), measured by the service side.
+    """Per-turn latency of `Assistant.respond` (p50/p95 ms) over the held-out dialogs, replayed turn by
+    turn (one session each, so flows run as they would), with the model the app serves and a
+    throw-away store; the app's own store is not touched."""
+    import tempfile
 
-    Return None to leave it out; a dict is stored under "turn_latency" and shown in the table.
-    """
-    return None
+    from retrieval.build import build_indexes
+    from service.assembly import build_assistant, load_nlu, open_store
+    from service.errors import ArtifactError
+
+    if config.data.dialogs is None:
+        return None
+    dialogs = read_jsonl(config.data.dialogs, ("id", "turns"), "dialog")
+    nlu = load_nlu(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(config, Path(tmp) / "bench.sqlite")
+        try:
+            assistant = build_assistant(config, nlu=nlu, store=store)
+        except ArtifactError:
+            build_indexes(config, embedder=nlu.embedder)
+            assistant = build_assistant(config, nlu=nlu, store=store)
+        assistant.respond("warm-up", "hello")
+        samples = []
+        for d in dialogs:
+            for turn in d["turns"]:
+                t0 = time.perf_counter()
+                assistant.respond(d["id"], turn["user"])
+                samples.append(time.perf_counter() - t0)
+        store.close()
+    return {"n": len(samples), "model": nlu.embedder.name, **_pcts(samples)}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -146,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--encoder", default=None, help="encoder folder or id (default: what the app serves)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "retrieval.json"), help="JSON output")
     parser.add_argument("--no-latency", action="store_true", help="skip the per-query latency loop")
+    parser.add_argument("--no-turns", action="store_true", help="skip the per-turn latency of Assistant.respond")
     args = parser.parse_args(argv)
     setup_logging()
     config = load_config(args.config)
@@ -177,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_latency:
         results["latency"] = query_latency(embedder, faq_index, rec, [h["text"] for h in heldout[:50]] +
                                            [r["text"] for r in requests[:50]])
-    turn = turn_latency(config, args)
+    turn = None if args.no_turns else turn_latency(config, args)
     if turn is not None:
         results["turn_latency"] = turn
     out = Path(args.out)
