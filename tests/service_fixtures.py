@@ -77,7 +77,9 @@ def app_server(tmp_path_factory):
     import urllib.request
 
     folder = tmp_path_factory.mktemp("app")
-    config = write_demo_config(folder)
+    # The first run builds only the indexes here: training and distillation on the demo pack take
+    # minutes, and tests/test_pipeline.py runs those steps end to end on a tiny configuration.
+    config = write_demo_config(folder, **{"steps: [train, distill, compress, index, evaluate]": "steps: [index]"})
     port = _free_port()
     log_path = folder / "app.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}

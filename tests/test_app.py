@@ -35,7 +35,7 @@ def test_first_run_builds_artifacts_then_answers_through_gradio_client(app_serve
     from gradio_client import Client
 
     log = app_server["log"].read_text()
-    assert "building the FAQ and product indexes" in log        # the first run built what was missing
+    assert "first-run build [1/1] index: running" in log        # the first run built what was missing
     client = Client(app_server["url"], verbose=False)
     reply = client.predict("client-test", "How long does standard delivery take?", api_name="/respond")
     assert reply["action"] == "answer_faq" and "business days" in reply["text"]
