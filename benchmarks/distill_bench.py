@@ -145,16 +145,21 @@ def distil(config: Path, teacher: Path, train_file: Path, test_file: Path, out: 
 
 
 def layer_study(config: Path, teacher: Path, train_file: Path, test_file: Path, work: Path,
-                overrides: Sequence[str], steps: int) -> list[dict[str, Any]]:
+                overrides: Sequence[str], steps: int, reuse: bool = False) -> list[dict[str, Any]]:
     rows = []
     first_work = None
     for how in ("alternate", "bottom", "top", "spread"):
         run_work = work / f"layers-{how}"
-        res = distil(config, teacher, train_file, test_file, work / f"student-{how}", run_work,
-                     [*overrides, f"layer_selection={how}", "augment_copies=0"], max_steps=steps,
-                     cache_from=first_work)
+        done = run_work / "results.json"
+        if reuse and done.is_file() and json.loads(done.read_text()).get("steps") == steps:
+            res = json.loads(done.read_text())   # a finished run of the same study
+        else:
+            res = distil(config, teacher, train_file, test_file, work / f"student-{how}", run_work,
+                         [*overrides, f"layer_selection={how}", "augment_copies=0"], max_steps=steps,
+                         cache_from=first_work)
         first_work = first_work or run_work
         rows.append({"selection": how, "layers": res["student"]["layers"], "steps": res["steps"],
+                     "test_accuracy": (res.get("test") or {}).get("accuracy"),
                      "validation_accuracy": res["validation"].get("accuracy"),
                      "validation_macro_f1": res["validation"].get("macro_f1"),
                      "validation_teacher_agreement": res["validation"].get("teacher_agreement")})
@@ -289,7 +294,7 @@ def bench_dataset(data: Path, teacher_arg: str, args: argparse.Namespace) -> dic
 
     if args.layer_study:
         result["layer_study"] = layer_study(config, teacher_dir, train_file, test_file, work / "study", args.set,
-                                            args.layer_study)
+                                            args.layer_study, reuse=args.reuse)
 
     student_dir, served_dir = work / "student", work / "served"
     if not (args.reuse and (student_dir / "attendant.json").is_file()):
@@ -420,12 +425,14 @@ def render(results: dict[str, Any]) -> str:
                       f"(2 threads), size x{t['served_size_over_teacher']:.3f}. Targets met: "
                       + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in t["met"].items()) + "."]
         if ds.get("layer_study"):
-            lines += ["", "Layer selection (short runs, same budget, no augmentation; validation split):", "",
-                      "| selection | teacher layers | steps | val accuracy | val macro-F1 | val agreement |",
-                      "|---|---|---|---|---|---|"]
+            lines += ["", "Layer selection (short runs, same budget, no augmentation; chosen on validation, "
+                          "test shown for reference):", "",
+                      "| selection | teacher layers | steps | val accuracy | val macro-F1 | val agreement | test accuracy |",
+                      "|---|---|---|---|---|---|---|"]
             for r in ds["layer_study"]:
                 lines.append(f"| {r['selection']} | {r['layers']} | {r['steps']} | {r['validation_accuracy']:.4f} | "
-                             f"{r['validation_macro_f1']:.4f} | {r['validation_teacher_agreement']:.4f} |")
+                             f"{r['validation_macro_f1']:.4f} | {r['validation_teacher_agreement']:.4f} | "
+                             f"{r.get('test_accuracy') or float('nan'):.4f} |")
         lines.append("")
     return "\n".join(lines)
 
