@@ -128,7 +128,8 @@ def test_resume_without_checkpoint_is_one_line(project, capsys):
 def test_train_save_load_and_resume_continues_from_the_saved_step(project, tmp_path, capsys):
     artifacts = project.parent / "artifacts"
     common = ["--config", str(project), "--max-steps", "8", "--set", "checkpoint_every=4", "--set", "eval_every=4",
-              "--set", "early_stopping_patience=0", "--set", "wise_alphas=[0.5]"]
+              "--set", "early_stopping_patience=0", "--set", "wise_alphas=[0.5]", "--set", "intent_pair_weight=0.5",
+              "--set", "anchor_weight=0.5"]
     code, err = run(common, capsys)
     assert code == 0, err
     out_dir, work = artifacts / "teacher", artifacts / "runs" / "teacher"

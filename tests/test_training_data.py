@@ -161,3 +161,22 @@ def test_banking77_loads_with_all_intents():
     assert len(splits.labels) == 77
     assert set(splits.validation["intent"]) == set(splits.labels)
     assert len(splits.train) + len(splits.validation) == 10003
+
+
+def test_intent_pair_sampler_pairs_same_intents():
+    from training.data import IntentPairBatchSampler
+
+    labels = [0] * 5 + [1] * 4 + [2] * 1
+    lengths = list(range(10))
+    s = IntentPairBatchSampler(labels, lengths, 4, seed=0, window=2)
+    batches = list(s)
+    assert len(batches) == len(s) == 3                       # 3 + 2 + 1 pairs, 2 pairs a batch
+    seen = set()
+    for b in batches:
+        half = len(b) // 2
+        assert all(labels[b[i]] == labels[b[i + half]] for i in range(half))
+        seen.update(b)
+    assert seen == set(range(10))                            # every example is used
+    assert list(s) == batches
+    s.set_epoch(1)
+    assert list(s) != batches

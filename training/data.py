@@ -420,6 +420,54 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         yield from batches
 
 
+class IntentPairBatchSampler(Sampler[list[int]]):
+    """Batches of same-intent pairs: positions i and i + B/2 of a batch hold two examples of one intent.
+
+    The pairs feed an in-batch contrastive loss at no extra cost (the intent batch is its own pair
+    batch). Each epoch pairs the examples of every intent at random (an odd one out is paired with
+    another example of its intent), groups pairs of similar length like `LengthGroupedBatchSampler`,
+    and depends only on (seed, epoch).
+    """
+
+    def __init__(self, labels: Sequence[int], lengths: Sequence[int], batch_size: int, *, seed: int = 0,
+                 window: int = 64) -> None:
+        if batch_size < 2:
+            raise ValueError("paired batches need batch_size >= 2")
+        self.labels = np.asarray(labels)
+        self.lengths = np.asarray(lengths)
+        self.pairs_per_batch = batch_size // 2
+        self.seed = seed
+        self.window = window
+        self.epoch = 0
+        self._n_pairs = int(sum((c + 1) // 2 for c in np.bincount(self.labels) if c))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self._n_pairs / self.pairs_per_batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        pairs: list[tuple[int, int]] = []
+        for label in np.unique(self.labels):
+            idx = rng.permutation(np.flatnonzero(self.labels == label))
+            if len(idx) % 2:
+                idx = np.append(idx, idx[0] if len(idx) == 1 else idx[rng.integers(len(idx) - 1)])
+            pairs += [(int(idx[i]), int(idx[i + 1])) for i in range(0, len(idx), 2)]
+        pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+        pair_len = np.array([max(self.lengths[a], self.lengths[b]) for a, b in pairs])
+        span = self.pairs_per_batch * self.window
+        batches: list[list[int]] = []
+        for start in range(0, len(pairs), span):
+            chunk = np.arange(start, min(start + span, len(pairs)))
+            chunk = chunk[np.argsort(-pair_len[chunk], kind="stable")]
+            for i in range(0, len(chunk), self.pairs_per_batch):
+                group = [pairs[j] for j in chunk[i:i + self.pairs_per_batch]]
+                batches.append([a for a, _ in group] + [b for _, b in group])
+        yield from (batches[i] for i in rng.permutation(len(batches)))
+
+
 class PairCollator:
     """Pads the anchor and positive sides of contrastive pairs (dynamic padding per side)."""
 

@@ -161,7 +161,7 @@ class SupportModel(nn.Module):
         return self.predict_logits(texts)[1]
 
     # ------------------------------------------------------------------ head initialisation
-    def fit_head(self, embeddings: np.ndarray, label_ids: np.ndarray, C: float = 30.0, max_iter: int = 500) -> float:
+    def fit_head(self, embeddings: np.ndarray, label_ids: np.ndarray, C: float = 10.0, max_iter: int = 1000) -> float:
         """Initialise the head from a logistic regression on frozen embeddings; returns its train accuracy.
 
         Fine-tuning then starts from the frozen-embedding baseline instead of a random head, which

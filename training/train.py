@@ -86,8 +86,11 @@ class TrainingSettings:
     contrastive_batch_size: int = 32
     contrastive_scale: float = 20.0
     max_pairs_per_faq: int = 20
+    intent_pair_weight: float = 0.0       # > 0: batches of same-intent pairs + an in-batch contrastive loss on them
+    anchor_weight: float = 0.0            # > 0: KL towards the frozen-embedding logistic regression's predictions
+    anchor_temperature: float = 2.0
     head_init: str = "logreg"             # "logreg": fit on frozen embeddings first; "random"
-    logreg_c: float = 30.0
+    logreg_c: float = 10.0
     freeze_embeddings: bool = True        # word embeddings: 12M parameters, few of them seen in small data
     ema_decay: float = 0.99               # 0 = no moving average
     wise_alphas: list[float] = dataclasses.field(default_factory=list)  # also try init + a * (trained - init)
@@ -132,11 +135,12 @@ class TrainingSettings:
                     "keep_checkpoints", "log_every", "max_pairs_per_faq", "min_examples_per_intent"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be at least 1")
-        for key in ("epochs", "learning_rate", "head_learning_rate", "logreg_c", "contrastive_scale"):
+        for key in ("epochs", "learning_rate", "head_learning_rate", "logreg_c", "contrastive_scale",
+                    "anchor_temperature"):
             if not getattr(self, key) > 0:
                 raise bad(key, "must be positive")
         for key in ("weight_decay", "contrastive_weight", "max_grad_norm", "eval_every", "checkpoint_every",
-                    "early_stopping_patience", "num_threads"):
+                    "early_stopping_patience", "num_threads", "intent_pair_weight", "anchor_weight"):
             if getattr(self, key) < 0:
                 raise bad(key, "must not be negative")
         for key in ("warmup_ratio", "label_smoothing", "val_fraction", "ema_decay"):
@@ -146,6 +150,10 @@ class TrainingSettings:
             raise bad("layer_decay", "must be in (0, 1]")
         if self.head_init not in ("logreg", "random"):
             raise bad("head_init", "must be 'logreg' or 'random'")
+        if self.anchor_weight > 0 and self.head_init != "logreg":
+            raise bad("head_init", "must be 'logreg' when anchor_weight > 0 (the anchor is that regression)")
+        if self.intent_pair_weight > 0 and self.batch_size < 4:
+            raise bad("batch_size", "must be at least 4 with intent_pair_weight (it holds pairs)")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise bad("mixed_precision", "must be one of auto, no, fp16, bf16")
         schedulers = ("linear", "cosine", "constant", "constant_with_warmup", "polynomial", "cosine_with_restarts")
@@ -215,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.auto import tqdm
     from transformers import DataCollatorWithPadding, get_scheduler
 
-    from training.data import (LengthGroupedBatchSampler, PairCollator, faq_pairs, load_faq, load_intent_splits,
-                               tokenize_intents, tokenize_pairs)
-    from training.losses import InBatchContrastiveLoss, IntentClassificationLoss
+    from training.data import (IntentPairBatchSampler, LengthGroupedBatchSampler, PairCollator, faq_pairs, load_faq,
+                               load_intent_splits, tokenize_intents, tokenize_pairs)
+    from training.losses import InBatchContrastiveLoss, IntentClassificationLoss, SoftTargetDistillationLoss
     from training.metrics import classification_metrics
     from training.model import SupportModel, fit_temperature
 
@@ -282,19 +290,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if precision != "no" else None)
     model_columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in train_ds.column_names]
+    train_ds = train_ds.add_column("idx", list(range(len(train_ds))))  # row ids: the anchor predictions are per row
     train_lengths = list(train_ds["length"])
-    train_sampler = LengthGroupedBatchSampler(train_lengths, settings.batch_size, seed=settings.seed,
-                                              window=64 if settings.length_grouping else 1)
+    window = 64 if settings.length_grouping else 1
+    if settings.intent_pair_weight > 0:
+        train_sampler = IntentPairBatchSampler(list(train_ds["labels"]), train_lengths, settings.batch_size,
+                                               seed=settings.seed, window=window)
+    else:
+        train_sampler = LengthGroupedBatchSampler(train_lengths, settings.batch_size, seed=settings.seed, window=window)
     # Loaders draw a seed from a generator on every pass; their own generators keep those draws
     # out of the global RNG (dropout), so a resumed run replays the same dropout masks.
-    train_loader = DataLoader(train_ds.select_columns(model_columns), batch_sampler=train_sampler, collate_fn=collator,
-                              generator=torch.Generator().manual_seed(settings.seed))
+    train_loader = DataLoader(train_ds.select_columns(model_columns + ["idx"]), batch_sampler=train_sampler,
+                              collate_fn=collator, generator=torch.Generator().manual_seed(settings.seed))
 
-    def eval_loader_for(ds):
+    def eval_loader_for(ds, extra: tuple[str, ...] = ()):
         # Sorted by length: evaluation order does not matter, padding does.
         by_length = np.argsort(np.asarray(list(ds["length"])), kind="stable")
-        return DataLoader(ds.select(by_length).select_columns(model_columns), batch_size=settings.eval_batch_size,
-                          collate_fn=collator, generator=torch.Generator().manual_seed(settings.seed))
+        return DataLoader(ds.select(by_length).select_columns(model_columns + list(extra)),
+                          batch_size=settings.eval_batch_size, collate_fn=collator,
+                          generator=torch.Generator().manual_seed(settings.seed))
 
     val_loader = eval_loader_for(val_ds) if len(val_ds) else None
     pair_loader = pair_sampler = None
@@ -306,28 +320,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ------------------------------------------------------------------ head initialisation
     head_init_seconds = 0.0
-    if settings.head_init == "logreg" and not args.resume:
+    anchor_logits = None  # [n_train, n_labels]: the frozen-embedding regression's logits, per training row
+    use_anchor = settings.anchor_weight > 0
+    # On resume the head comes from the checkpoint, but the anchor is recomputed (deterministically).
+    if settings.head_init == "logreg" and (not args.resume or use_anchor):
         t0 = time.perf_counter()
         model.to(accelerator.device)
         # Not registered with the accelerator: it is not part of the training state to checkpoint.
-        init_loader = prepare_data_loader(eval_loader_for(train_ds), accelerator.device, accelerator.num_processes,
-                                          accelerator.process_index, put_on_device=True)
-        embs, ids = [], []
+        init_loader = prepare_data_loader(eval_loader_for(train_ds, ("idx",)), accelerator.device,
+                                          accelerator.num_processes, accelerator.process_index, put_on_device=True)
+        embs, ids, rows = [], [], []
         model.eval()
         with torch.inference_mode():
             for batch in tqdm(init_loader, desc="frozen embeddings", disable=not accelerator.is_local_main_process):
-                labels = batch.pop("labels")
+                labels, idx = batch.pop("labels"), batch.pop("idx")
                 emb = model.embed(**batch)
-                emb, labels = accelerator.gather_for_metrics((emb, labels))
+                emb, labels, idx = accelerator.gather_for_metrics((emb, labels, idx))
                 embs.append(emb.float().cpu())
                 ids.append(labels.cpu())
+                rows.append(idx.cpu())
+        if use_anchor:
+            anchor_logits = torch.zeros(len(train_ds), len(splits.labels), device=accelerator.device)
         if accelerator.is_main_process:
-            acc = model.fit_head(torch.cat(embs).numpy(), torch.cat(ids).numpy(), C=settings.logreg_c)
+            emb_all = torch.cat(embs)
+            acc = model.fit_head(emb_all.numpy(), torch.cat(ids).numpy(), C=settings.logreg_c)
             log.info("intent head initialised from a logistic regression on frozen embeddings (train acc %.4f)", acc)
-        # Every process starts from the main process's head.
+            if use_anchor:
+                with torch.no_grad():
+                    anchor_logits[torch.cat(rows).to(accelerator.device)] = \
+                        model.intent_head(emb_all.to(accelerator.device)).float()
+        # Every process starts from the main process's head (and anchor).
         with torch.no_grad():
             for p in model.intent_head.parameters():
                 p.copy_(broadcast(p.data.contiguous(), from_process=0))
+            if use_anchor:
+                anchor_logits = broadcast(anchor_logits.contiguous(), from_process=0)
         head_init_seconds = time.perf_counter() - t0
         model.train()
 
@@ -389,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ------------------------------------------------------------------ train
     intent_loss = IntentClassificationLoss(settings.label_smoothing)
+    anchor_loss = SoftTargetDistillationLoss(settings.anchor_temperature)
     contrastive_loss = InBatchContrastiveLoss(settings.contrastive_scale)
     pad_id = tokenizer.pad_token_id or 0
     pair_iter = None
@@ -456,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t_epoch = time.perf_counter()
         for batch in active_loader:
             with accelerator.accumulate(model):
-                labels = batch.pop("labels")
+                labels, rows = batch.pop("labels"), batch.pop("idx")
                 n_intent = labels.size(0)
                 if use_contrastive:
                     pairs_batch = next_pairs()
@@ -465,6 +493,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # One forward pass for intents and pairs: cheaper, and DDP sees one graph per step.
                 out = model(**batch)
                 loss = intent_loss(out.logits[:n_intent], labels)
+                if settings.intent_pair_weight > 0:
+                    # the sampler put two examples of one intent at i and i + half
+                    half = n_intent // 2
+                    emb = out.embeddings[:n_intent]
+                    loss = loss + settings.intent_pair_weight * contrastive_loss(emb[:half], emb[half:2 * half],
+                                                                                 labels[:half])
+                if use_anchor:
+                    loss = loss + settings.anchor_weight * anchor_loss(out.logits[:n_intent], anchor_logits[rows])
                 if use_contrastive:
                     n_pairs = groups.size(0)
                     emb = out.embeddings[n_intent:]
