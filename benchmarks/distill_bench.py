@@ -19,7 +19,8 @@ measured round-robin (message i through every variant before message i+1), so a 
 machine slows every variant alike and the ratios stay fair.
 
 `--layer-study STEPS` first distils one short student per layer selection (alternate, bottom,
-top, spread) and reports their validation accuracy: how the default selection was picked.
+top, spread) on the first dataset and reports their validation accuracy: how the default
+selection was picked.
 
 Writes benchmarks/results/distill.json and benchmarks/results/distill.md. Not part of CI.
 """
@@ -169,12 +170,12 @@ def layer_study(config: Path, teacher: Path, train_file: Path, test_file: Path, 
     return rows
 
 
-def onnx_variant(student: Path, out: Path, name: str, note: str, **settings: Any) -> Variant:
+def onnx_variant(student: Path, out: Path, name: str, note: str, check: Sequence[str], **settings: Any) -> Variant:
     from training.compress import CompressionSettings, compress_model
     from training.onnx_model import OnnxSupportModel
 
     if not (out / "attendant.json").is_file():
-        compress_model(student, out, CompressionSettings(min_agreement=0.0, **settings), [])
+        compress_model(student, out, CompressionSettings(min_agreement=0.0, **settings), check)
     return Variant(name, lambda n, d=out: OnnxSupportModel(d, threads=n), out, count_params(student), note)
 
 
@@ -202,17 +203,24 @@ class FrozenLogReg:
         return self.clf.predict_proba(emb), emb
 
 
-def frozen_variant(train_texts: list[str], train_labels: list[str], labels: list[str], C: float = 10.0) -> Variant:
+def frozen_variant(train_texts: list[str], train_labels: list[str], labels: list[str], cache: Path,
+                   C: float = 10.0) -> Variant:
+    import pickle
+
     from sklearn.linear_model import LogisticRegression
 
     from retrieval.embedder import Embedder, resolve_model_path
 
     embedder = Embedder(DEFAULT_ENCODER)
-    t0 = time.perf_counter()
-    X = embedder.encode(train_texts)
-    y = np.array([labels.index(l) for l in train_labels])
-    clf = LogisticRegression(C=C, max_iter=2000).fit(X, y)
-    log.info("frozen encoder + logistic regression fitted in %.0f s", time.perf_counter() - t0)
+    if cache.is_file():
+        clf = pickle.loads(cache.read_bytes())
+    else:
+        t0 = time.perf_counter()
+        X = embedder.encode(train_texts)
+        y = np.array([labels.index(l) for l in train_labels])
+        clf = LogisticRegression(C=C, max_iter=2000).fit(X, y)
+        cache.write_bytes(pickle.dumps(clf))
+        log.info("frozen encoder + logistic regression fitted in %.0f s", time.perf_counter() - t0)
     path = Path(resolve_model_path(DEFAULT_ENCODER))
     n_params = sum(p.numel() for n, p in embedder.model.named_parameters() if "pooler" not in n) + clf.coef_.size + \
         clf.intercept_.size
@@ -259,12 +267,18 @@ def latency_round_robin(models: dict[str, Any], messages: list[str], warmup: int
     return times
 
 
-def throughput(model: Any, texts: list[str], batch: int = 64) -> float:
-    model.predict(texts[:batch])  # warm-up
-    t0 = time.perf_counter()
+def throughput_round_robin(models: dict[str, Any], texts: list[str], batch: int = 64) -> dict[str, float]:
+    """Messages per second at `batch`, each batch through every variant in turn (fair on a shared machine)."""
+    seconds = {k: 0.0 for k in models}
+    for m in models.values():
+        m.predict(texts[:batch])  # warm-up
     for start in range(0, len(texts), batch):
-        model.predict(texts[start:start + batch])
-    return len(texts) / (time.perf_counter() - t0)
+        chunk = texts[start:start + batch]
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            m.predict(chunk)
+            seconds[name] += time.perf_counter() - t0
+    return {k: len(texts) / v for k, v in seconds.items()}
 
 
 def load_seconds(variant: Variant, repeats: int = 3) -> float:
@@ -277,7 +291,7 @@ def load_seconds(variant: Variant, repeats: int = 3) -> float:
     return statistics.median(out)
 
 
-def bench_dataset(data: Path, teacher_arg: str, args: argparse.Namespace) -> dict[str, Any]:
+def bench_dataset(data: Path, teacher_arg: str, args: argparse.Namespace, first: bool = True) -> dict[str, Any]:
     from training.compress import compress_model, CompressionSettings, torch_dynamic_int8
     from training.model import SupportModel
     from training.onnx_model import OnnxSupportModel
@@ -292,7 +306,7 @@ def bench_dataset(data: Path, teacher_arg: str, args: argparse.Namespace) -> dic
     result: dict[str, Any] = {"data": str(data), "train": str(train_file), "test": str(test_file),
                               "teacher": str(teacher_dir)}
 
-    if args.layer_study:
+    if args.layer_study and first:
         result["layer_study"] = layer_study(config, teacher_dir, train_file, test_file, work / "study", args.set,
                                             args.layer_study, reuse=args.reuse)
 
@@ -331,15 +345,15 @@ def bench_dataset(data: Path, teacher_arg: str, args: argparse.Namespace) -> dic
                 None, student_params, "Linear layers int8 (per tensor); embeddings fp32",
                 size_bytes=q_state.stat().st_size + tok_bytes),
         onnx_variant(student_dir, work / "variant-onnx-fp32", "student ONNX Runtime fp32", "fused graph, fp32",
-                     format="onnx-fp32"),
+                     check, format="onnx-fp32"),
         onnx_variant(student_dir, work / "variant-onnx-int8-per-tensor", "student ONNX Runtime int8 per tensor",
-                     "one scale per weight tensor", per_channel=False),
+                     "one scale per weight tensor", check, per_channel=False),
         onnx_variant(student_dir, work / "variant-onnx-int8-fp32-emb", "student ONNX Runtime int8, fp32 embeddings",
-                     "per channel; word-embedding table left fp32", quantize_embeddings=False),
+                     "per channel; word-embedding table left fp32", check, quantize_embeddings=False),
     ]
     if not args.no_frozen:
         labels = SupportModel.from_pretrained(teacher_dir).labels
-        variants.append(frozen_variant(train_texts, train_labels, labels))
+        variants.append(frozen_variant(train_texts, train_labels, labels, work / "frozen-logreg.pkl"))
 
     test_texts, test_labels = read_intents(test_file)
     result["n_test"] = len(test_texts)
@@ -376,8 +390,9 @@ def bench_dataset(data: Path, teacher_arg: str, args: argparse.Namespace) -> dic
         if threads == 2:
             batch_texts = [test_texts[i] for i in rng.choice(len(test_texts), size=args.throughput_messages,
                                                              replace=len(test_texts) < args.throughput_messages)]
+            rates = throughput_round_robin(models, batch_texts)
             for row in rows:
-                row["throughput_msgs_per_s_b64_2t"] = round(throughput(models[row["variant"]], batch_texts), 1)
+                row["throughput_msgs_per_s_b64_2t"] = round(rates[row["variant"]], 1)
         del models
         gc.collect()
     set_threads(2)
@@ -447,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="work folder (students, served folders, runs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="distill setting override")
     p.add_argument("--layer-study", type=int, default=0, metavar="STEPS",
-                   help="first compare layer selections with short runs of STEPS steps")
+                   help="first compare layer selections with short runs of STEPS steps (first --data only)")
     p.add_argument("--reuse", action="store_true", help="reuse the student in the work folder if there is one")
     p.add_argument("--no-frozen", action="store_true", help="skip the frozen encoder + LogReg baseline")
     p.add_argument("--latency-messages", type=int, default=300)
@@ -463,8 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "datasets": []}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for data, teacher in zip(args.data, args.teacher):
-        results["datasets"].append(bench_dataset(Path(data).resolve(), teacher, args))
+    for i, (data, teacher) in enumerate(zip(args.data, args.teacher)):
+        results["datasets"].append(bench_dataset(Path(data).resolve(), teacher, args, first=i == 0))
         # written after each dataset, so a long run leaves its first table behind
         (out / "distill.json").write_text(json.dumps(results, indent=2, default=str))
         (out / "distill.md").write_text(render(results))
