@@ -9,29 +9,28 @@ import logging
 import sys
 from typing import Sequence
 
-from service.cli import run_cli, setup_logging
-from service.config import DEFAULT_CONFIG, load_config
+from core.cli import add_config_arguments, run_cli, setup_logging
+from core.config import load_config
 
 log = logging.getLogger("attendant")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python app.py", description="Serve the Attendant customer-service web chat.")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="deployment config (default: %(default)s)")
     p.add_argument("--host", default=None, help="address to listen on (default: the config's server.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: the config's server.port, 7860)")
     p.add_argument("--no-build", action="store_true",
                    help="fail with an error instead of building missing artifacts")
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    add_config_arguments(p)
     return p.parse_args(argv)
 
 
-def create_app(config_path: str | None = None, build_missing: bool = True):
+def create_app(config_path: str | None = None, build_missing: bool = True, overrides: Sequence[str] = ()):
     """The Gradio app and the assistant behind it (tests use this too)."""
-    from service.artifacts import prepare_assistant
-    from service.ui import build_ui
+    from webapp.startup import prepare_assistant
+    from webapp.ui import build_ui
 
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     assistant = prepare_assistant(config, build_missing=build_missing)
     return build_ui(assistant, config, title=f"{config.store_name} support"), assistant, config
 
@@ -39,8 +38,8 @@ def create_app(config_path: str | None = None, build_missing: bool = True):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    demo, _, config = create_app(args.config, build_missing=not args.no_build)
-    from service.ui import CSS
+    demo, _, config = create_app(args.config, build_missing=not args.no_build, overrides=args.overrides)
+    from webapp.ui import CSS
 
     host = args.host or config.server.host
     port = args.port or config.server.port

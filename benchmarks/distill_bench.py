@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import core  # noqa: E402,F401  (sets the OpenMP wait policy before torch and faiss load)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
@@ -50,9 +50,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.cli import run_cli, setup_logging  # noqa: E402
-from service.config import DEFAULT_ENCODER  # noqa: E402
-from service.errors import ConfigError, DataError  # noqa: E402
+from core.cli import run_cli, setup_logging  # noqa: E402
+from core.config import DEFAULT_ENCODER  # noqa: E402
+from core.errors import ConfigError, DataError  # noqa: E402
 
 log = logging.getLogger("distill_bench")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -172,7 +172,7 @@ def layer_study(config: Path, teacher: Path, train_file: Path, test_file: Path, 
 
 def onnx_variant(student: Path, out: Path, name: str, note: str, check: Sequence[str], **settings: Any) -> Variant:
     from training.compress import CompressionSettings, compress_model
-    from training.onnx_model import OnnxSupportModel
+    from runtime.onnx_model import OnnxSupportModel
 
     if not (out / "attendant.json").is_file():
         compress_model(student, out, CompressionSettings(min_agreement=0.0, **settings), check)
@@ -209,7 +209,7 @@ def frozen_variant(train_texts: list[str], train_labels: list[str], labels: list
 
     from sklearn.linear_model import LogisticRegression
 
-    from retrieval.embedder import Embedder, resolve_model_path
+    from runtime.embedder import Embedder, resolve_model_path
 
     embedder = Embedder(DEFAULT_ENCODER)
     if cache.is_file():
@@ -293,8 +293,8 @@ def load_seconds(variant: Variant, repeats: int = 3) -> float:
 
 def bench_dataset(data: Path, teacher_arg: str, args: argparse.Namespace, first: bool = True) -> dict[str, Any]:
     from training.compress import compress_model, CompressionSettings, torch_dynamic_int8
-    from training.model import SupportModel
-    from training.onnx_model import OnnxSupportModel
+    from runtime.model import SupportModel
+    from runtime.onnx_model import OnnxSupportModel
 
     train_file = data / "train.jsonl"
     test_file = data / "test.jsonl" if (data / "test.jsonl").is_file() else data / "val.jsonl"

@@ -23,7 +23,7 @@ import argparse
 import json
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: fairer on a shared CPU
+import core  # noqa: E402,F401  (sets the OpenMP wait policy before torch and faiss load)
 
 import platform
 import sys

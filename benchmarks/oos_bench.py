@@ -1,10 +1,10 @@
 """Out-of-scope detection on CLINC150: thresholds calibrated on a split of train, figures on val.
 
-    python benchmarks/oos_bench.py --data /work/shared/data/clinc150
-    python benchmarks/oos_bench.py --data /work/shared/data/clinc150 --write-splits /tmp/oos_clinc
-    nice python -m training.train --config CLINC.yaml --train-file /tmp/oos_clinc/fit.jsonl \
-        --validation-file /tmp/oos_clinc/calib.jsonl --no-faq --output-dir /tmp/oos_clinc/teacher
-    python benchmarks/oos_bench.py --data /work/shared/data/clinc150 --model /tmp/oos_clinc/teacher
+    python benchmarks/oos_bench.py --data ../shared/data/clinc150
+    python benchmarks/oos_bench.py --data ../shared/data/clinc150 --write-splits WORK
+    nice python -m training.train --config CLINC.yaml --train-file WORK/fit.jsonl \
+        --validation-file WORK/calib.jsonl --no-faq --output-dir WORK/teacher
+    python benchmarks/oos_bench.py --data ../shared/data/clinc150 --model WORK/teacher
 
 (CLINC.yaml: any config; the recorded teacher used the `training:` recipe of
 benchmarks/intent_bench.py: 1 epoch, batch 32, lr 1e-4, head lr 2e-3, label smoothing 0.1, EMA 0.99,
@@ -19,7 +19,7 @@ DIR holds CLINC150 "full" as intents JSONL: `train.jsonl` (15,100 rows incl. 100
   for a choice. `--write-splits DIR` writes fit.jsonl / calib.jsonl so a teacher can be
   trained on exactly the fit split (`python -m training.train --train-file DIR/fit.jsonl
   --validation-file DIR/calib.jsonl --no-faq ...`) and passed with `--model`.
-- models: (a/b) the frozen default encoder (`retrieval.embedder.Embedder()`, all-MiniLM-L6-v2)
+- models: (a/b) the frozen default encoder (`runtime.embedder.Embedder()`, all-MiniLM-L6-v2)
   + LogisticRegression (C=10, as `service.nlu.FrozenEncoderNLU`) with an `oos` class;
   (c) `--model DIR`, a fine-tuned `SupportModel` (its temperature-scaled probabilities and its
   embeddings).
@@ -37,7 +37,7 @@ DIR holds CLINC150 "full" as intents JSONL: `train.jsonl` (15,100 rows incl. 100
 Metrics on val: in-scope accuracy (an in-scope example counts only when predicted as its own
 intent AND not flagged), OOS recall and precision (flag = predicted `oos` or score < threshold),
 and the threshold-free OOS AUROC / average precision of each score. Embeddings and
-probabilities are cached under `--cache` (default /tmp/attendant_oos_cache), keyed by the
+probabilities are cached under `--cache` (default attendant_oos_cache in the temporary folder), keyed by the
 encoder's fingerprint and the texts. Writes `--out` (benchmarks/results/oos_clinc150.json) and
 prints a markdown table.
 """
@@ -51,6 +51,7 @@ import os
 import platform
 import sys
 import time
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,7 +59,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import core  # noqa: E402,F401  (sets the OpenMP wait policy before torch and faiss load)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from service.oos import (SCORE_METHODS, OOSDetector, apply_temperature, calibrate_oos_threshold, oos_figures,  # noqa: E402
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10, help="neighbours for the knn score")
     p.add_argument("--max-drop", type=float, default=0.02, help="'drop' objective: in-scope accuracy given up")
     p.add_argument("--floor", type=float, default=0.95, help="'floor' objective: absolute in-scope accuracy floor")
-    p.add_argument("--cache", default="/tmp/attendant_oos_cache", help="embedding/probability cache folder")
+    p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "attendant_oos_cache"), help="embedding/probability cache folder")
     p.add_argument("--write-splits", default=None, metavar="DIR", help="write fit.jsonl and calib.jsonl there")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "oos_clinc150.json"))
     return p.parse_args(argv)
@@ -190,7 +191,7 @@ def evaluate_model(name: str, labels: list[str], splits: dict[str, dict[str, Any
 
 
 def frozen_logreg(a, texts: dict[str, list[str]], labels: dict[str, list[str]], cache: Path):
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
     emb = Embedder()
     embs = {}
@@ -216,7 +217,7 @@ def frozen_logreg(a, texts: dict[str, list[str]], labels: dict[str, list[str]], 
 
 
 def support_model(a, texts, labels, cache: Path):
-    from training.model import SupportModel
+    from runtime.model import SupportModel
 
     model = SupportModel.from_pretrained(a.model)
     out = {}

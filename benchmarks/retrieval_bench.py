@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch + faiss OpenMP pools: no spinning (see tests/conftest.py)
+import core  # noqa: E402,F401  (sets the OpenMP wait policy before torch and faiss load)
 
 import argparse
 import json
@@ -33,12 +33,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from retrieval.build import default_embedder, read_jsonl  # noqa: E402
+from core.jsonl import read_jsonl  # noqa: E402
+from runtime.loading import served_embedder  # noqa: E402
 from retrieval.faq import FaqIndex, calibrate_faq_threshold  # noqa: E402
 from retrieval.recommend import Recommender  # noqa: E402
-from service.cli import run_cli, setup_logging  # noqa: E402
-from service.config import Config, load_config  # noqa: E402
-from service.errors import ConfigError  # noqa: E402
+from core.cli import run_cli, setup_logging  # noqa: E402
+from core.config import Config, load_config  # noqa: E402
+from core.errors import ConfigError  # noqa: E402
 
 
 def faq_metrics(faq_index: FaqIndex, embedder, heldout: list[dict], threshold: float | None) -> dict[str, Any]:
@@ -113,7 +114,7 @@ def turn_latency(config: Config, args: argparse.Namespace) -> dict[str, Any] | N
 
     from retrieval.build import build_indexes
     from service.assembly import build_assistant, load_nlu, open_store
-    from service.errors import ArtifactError
+    from core.errors import ArtifactError
 
     if config.data.dialogs is None:
         return None
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for field in ("faq_heldout", "shopping_requests"):
         if getattr(config.data, field) is None:
             raise ConfigError(f"{config.path}: data.{field} is not set; the benchmark needs the held-out file")
-    embedder = default_embedder(config, args.encoder)
+    embedder = served_embedder(config, args.encoder)
     faqs = read_jsonl(config.data.faq, ("id", "question", "answer"), "FAQ entry")
     products = read_jsonl(config.data.products, ("id", "title", "category", "price"), "product")
     t0 = time.perf_counter()

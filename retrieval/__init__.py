@@ -8,7 +8,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Embedder": "retrieval.embedder", "resolve_model_path": "retrieval.embedder", "DEFAULT_ENCODER": "retrieval.embedder",
+    "Embedder": "runtime.embedder", "resolve_model_path": "runtime.embedder", "DEFAULT_ENCODER": "runtime.embedder",
     "VectorIndex": "retrieval.index", "Hit": "retrieval.index",
     "FaqIndex": "retrieval.faq", "calibrate_faq_threshold": "retrieval.faq",
     "Recommender": "retrieval.recommend", "Suggestion": "retrieval.recommend", "Filters": "retrieval.recommend",

@@ -12,20 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from retrieval.faq import FaqIndex, calibrate_faq_threshold
 from retrieval.recommend import Recommender
-from service.cli import run_cli, setup_logging
-from service.config import Config, load_config
-from service.errors import ArtifactError, DataError
+from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
+from core.config import Config
+from core.atomic import atomic_write_json
+from core.errors import ArtifactError, DataError
+from core.jsonl import read_jsonl
+from runtime.loading import served_embedder
 
 if TYPE_CHECKING:
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -36,30 +37,6 @@ def build_command(config: Config) -> str:
     return f"python -m retrieval.build --config {config.path}"
 
 
-def read_jsonl(path: str | Path, required: Sequence[str] = (), what: str = "record") -> list[dict]:
-    """JSON Lines -> list of dicts; a bad line is a one-line DataError naming file and line."""
-    path = Path(path)
-    rows = []
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{n}: expected a JSON object per line")
-                missing = [k for k in required if k not in row]
-                if missing:
-                    raise DataError(f"{path}:{n}: {what} is missing {', '.join(missing)}")
-                rows.append(row)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return rows
-
-
 def _unique(rows: list[dict], path: Path, what: str) -> list[dict]:
     seen: set[str] = set()
     for r in rows:
@@ -67,38 +44,6 @@ def _unique(rows: list[dict], path: Path, what: str) -> list[dict]:
             raise DataError(f"{path}: duplicate {what} id {r['id']!r}")
         seen.add(str(r["id"]))
     return rows
-
-
-def default_embedder(config: Config, encoder: str | None = None) -> "Embedder":
-    """The encoder the app serves for this config, unless `encoder` names another one."""
-    from retrieval.embedder import Embedder
-
-    kwargs = dict(max_length=config.encoder.max_length, batch_size=config.encoder.batch_size)
-    if encoder:
-        return Embedder(encoder, **kwargs)
-    from service.assembly import load_nlu, served_model_dir
-
-    if served_model_dir(config) is not None:
-        # the trained (possibly compressed) model loads through training.model, as the app does
-        return load_nlu(config).embedder
-    return Embedder(config.encoder.name, **kwargs)
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedder | None" = None,
@@ -113,7 +58,7 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
         raise DataError(f"{config.data.faq}: no FAQ entries")
     if not products:
         raise DataError(f"{config.data.products}: no products")
-    embedder = embedder or default_embedder(config, encoder)
+    embedder = embedder or served_embedder(config, encoder)
     exact_max = config.retrieval.exact_max
 
     logger.info("indexing %d FAQs and %d products with %s", len(faqs), len(products), embedder.name)
@@ -133,7 +78,7 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
         "products": len(recommender.index),
         "stats": calibration.to_dict(),
     }
-    _write_json_atomic(index_dir / CALIBRATION_FILE, cal)
+    atomic_write_json(index_dir / CALIBRATION_FILE, cal)
     summary = {
         "index_dir": str(index_dir),
         "encoder": embedder.name,
@@ -185,14 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m retrieval.build",
         description="Build the FAQ and product FAISS indexes and calibrate the FAQ answer threshold.")
-    parser.add_argument("--config", default=None, help="deployment config (default: configs/demo.yaml)")
     parser.add_argument("--encoder", default=None,
                         help="encoder folder or Hugging Face id (default: the trained model if built, else encoder.name)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    config = load_config(args.config)
+    config = config_from_args(args)
     s = build_indexes(config, encoder=args.encoder, show_progress=not args.no_progress)
     print(f"built {s['faqs']} FAQs ({s['faq_vectors']} vectors, {s['faq_kind']}) and {s['products']} products "
           f"({s['product_kind']}) with {s['encoder']} in {s['seconds']}s; FAQ threshold {s['faq_threshold']:.3f} "

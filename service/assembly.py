@@ -3,20 +3,22 @@
 Chooses the NLU (the served student when one has been built, else the pretrained encoder),
 loads the FAQ and product indexes that were built with that same encoder, and reads the
 calibrated thresholds. Missing or mismatched artifacts raise `ArtifactError` naming the
-command that builds them; `service.artifacts.ensure_artifacts` builds them for the app.
+command that builds them; `webapp.startup.ensure_artifacts` builds them for the app.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from service.config import Config
+from core.config import Config
 from service.engine import Assistant
 from service.flows import DEFAULT_POLICY, ORDER_FLOWS, FlowRunner
-from service.errors import ArtifactError, DataError
+from core.errors import ArtifactError
+from core.jsonl import read_jsonl
+from runtime.folder import read_validation_split
 from service.nlu import NLU, FrozenEncoderNLU, ModelNLU
 from service.policy import Thresholds
 from service.oos import OOSDetector
@@ -24,28 +26,17 @@ from service.store import Store
 
 log = logging.getLogger(__name__)
 
-# Model folders in the order the app prefers to serve them.
-SERVED_MODEL_DIRS = ("served", "student", "teacher")
 OOS_DIR = "oos"   # under the index folder: calibrated for the encoder the indexes were built with
 
 
-def served_model_dir(config: Config) -> Path | None:
-    """The trained model the app serves, if any has been built for this config."""
-    for name in SERVED_MODEL_DIRS:
-        d = config.artifacts_dir / name
-        if (d / "attendant.json").is_file():
-            return d
-    return None
-
-
 def load_nlu(config: Config) -> NLU:
-    model_dir = served_model_dir(config)
+    model_dir = config.layout.served_model_dir()
     if model_dir is not None:
-        from training.model import load_support_model
+        from runtime.loading import load_support_model
 
         log.info("serving the trained model in %s", model_dir)
         return ModelNLU(load_support_model(model_dir))
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
     log.info("no trained model for %s yet: pretrained %s + logistic regression", config.name, config.encoder.name)
     embedder = Embedder(config.encoder.name, max_length=config.encoder.max_length,
@@ -62,23 +53,31 @@ def fit_oos_detector(config: Config, nlu: NLU) -> OOSDetector:
     if isinstance(nlu, FrozenEncoderNLU):
         return OOSDetector.fit_cross_validated(nlu.train_embeddings, nlu.train_labels, C=nlu.C, method="combined",
                                                encoder_fingerprint=nlu.embedder.fingerprint)
-    from training.data import load_intent_splits
-    from training.train import TrainingSettings
-
-    settings = TrainingSettings.from_section(config.training, where=str(config.path))
-    splits = load_intent_splits(config.data.intents, val_fraction=settings.val_fraction, seed=settings.seed,
-                                min_examples=settings.min_examples_per_intent)
+    validation = read_validation_split(nlu.model.name_or_path) if hasattr(nlu, "model") else None
+    if not validation:
+        raise ArtifactError(f"the served model in {nlu.embedder.name} does not record the examples its training held "
+                            f"out (validation.jsonl), so out-of-scope detection cannot be calibrated without using "
+                            f"training examples; rebuild it with `python -m training.pipeline --config {config.path} "
+                            f"--force`")
+    intents_file = Path(str(nlu.model.metadata.get("intents_file") or config.data.intents)) \
+        if hasattr(nlu.model, "metadata") else config.data.intents
+    if not intents_file.is_file():
+        intents_file = config.data.intents
+    held_out = {r["text"] for r in validation}
+    train = [r for r in read_jsonl(intents_file, ("text", "intent"), "intent example") if str(r["text"]) not in held_out]
+    train_texts, val_texts = [str(r["text"]) for r in train], [r["text"] for r in validation]
+    train_intents, val_intents = [str(r["intent"]) for r in train], [r["intent"] for r in validation]
     train_texts, val_texts = list(splits.train["text"]), list(splits.validation["text"])
     _, train_emb = nlu.model.predict(train_texts)
     val_probs, val_emb = nlu.model.predict(val_texts)
-    return OOSDetector.fit(nlu.labels, np.asarray(train_emb), list(splits.train["intent"]), np.asarray(val_probs),
-                           np.asarray(val_emb), list(splits.validation["intent"]), method="combined",
+    return OOSDetector.fit(nlu.labels, np.asarray(train_emb), train_intents, np.asarray(val_probs),
+                           np.asarray(val_emb), val_intents, method="combined",
                            encoder_fingerprint=nlu.embedder.fingerprint)
 
 
 def load_oos_detector(config: Config, nlu: NLU) -> OOSDetector:
     """The detector saved beside the indexes for this encoder; calibrated and saved when missing."""
-    directory = config.index_dir / OOS_DIR
+    directory = config.layout.oos
     try:
         return OOSDetector.load(directory, expected_fingerprint=nlu.embedder.fingerprint)
     except ArtifactError as exc:
@@ -89,21 +88,12 @@ def load_oos_detector(config: Config, nlu: NLU) -> OOSDetector:
 
 
 def read_faq_records(path: Path) -> dict[str, dict]:
-    records = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    records[str(row["id"])] = row
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(f"{path}:{n}: expected a JSON object with 'id', 'question' and 'answer'") from None
-    return records
+    return {str(row["id"]): row for row in read_jsonl(path, ("id", "question", "answer"), "FAQ entry")}
 
 
 def open_store(config: Config, path: Path | None = None) -> Store:
     """The service's SQLite store, seeded with the config's orders on first open."""
-    store = Store(path or config.artifacts_dir / "attendant.sqlite")
+    store = Store(path or config.layout.store)
     if config.data.orders is not None and store.order_count() == 0:
         store.seed_orders(config.data.orders)
     return store
@@ -125,10 +115,10 @@ def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None 
                             intent=float(config.policy.intent_threshold or calibration.get("intent_threshold") or 0.5))
     log.info("thresholds: %s", thresholds)
     oos = load_oos_detector(config, nlu)
-    flows = FlowRunner(ORDER_FLOWS, store, policy={**DEFAULT_POLICY, **config.flows},
+    flows = FlowRunner(ORDER_FLOWS, store, policy={**DEFAULT_POLICY, **dataclasses.asdict(config.flows)},
                        intent_threshold=thresholds.intent)
     return Assistant(nlu=nlu, faq_index=faq_index, recommender=recommender, thresholds=thresholds,
                      store_name=config.store_name, max_message_chars=config.policy.max_message_chars,
                      top_k=config.retrieval.top_k, faq_records=read_faq_records(config.data.faq),
                      sessions=store, desk=store, transcripts=store, flows=flows, oos=oos,
-                     support_hours=str(config.flows.get("support_hours", "")), **kwargs)
+                     support_hours=config.flows.support_hours, **kwargs)

@@ -10,7 +10,6 @@ The embedding is computed once per message and reused by retrieval.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from service.errors import DataError
+from core.errors import DataError
+from core.jsonl import read_jsonl
+from runtime.loading import ModelEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,8 @@ class NLU(Protocol):
 
 
 def read_intent_examples(path: Path) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                texts.append(str(row["text"]))
-                labels.append(str(row["intent"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{n}: expected a JSON object with 'text' and 'intent'") from None
+    rows = read_jsonl(path, ("text", "intent"), "intent example")
+    texts, labels = [str(r["text"]) for r in rows], [str(r["intent"]) for r in rows]
     if not texts:
         raise DataError(f"{path}: no intent examples")
     return texts, labels
@@ -108,7 +100,7 @@ class ModelNLU:
     def __init__(self, model):
         self.model = model
         self.labels = list(model.labels)
-        self.embedder = _ModelEmbedder(model)
+        self.embedder = ModelEmbedder(model)
 
     def parse_batch(self, texts: Sequence[str]) -> list[NLUResult]:
         probs, emb = self.model.predict(list(texts))
@@ -116,16 +108,3 @@ class ModelNLU:
 
     def parse(self, text: str) -> NLUResult:
         return self.parse_batch([text])[0]
-
-
-class _ModelEmbedder:
-    """Lets retrieval use a SupportModel's encoder through the Embedder interface."""
-
-    def __init__(self, model):
-        self._model = model
-        self.name = str(getattr(model, "name_or_path", "support-model"))
-        self.fingerprint = str(model.fingerprint)
-        self.dim = int(model.dim)
-
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return np.asarray(self._model.predict(list(texts))[1], dtype=np.float32)

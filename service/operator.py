@@ -13,9 +13,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from service.cli import run_cli
-from service.config import DEFAULT_CONFIG, load_config
-from service.errors import AttendantError
+from core.cli import add_config_arguments, config_from_args, run_cli
+from core.errors import AttendantError
 
 PASSWORD_ENV = "ATTENDANT_OPERATOR_PASSWORD"
 
@@ -51,7 +50,7 @@ class OperatorConsole:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m service.operator", description="Review and close handoff tickets.")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    add_config_arguments(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("tickets", help="list open tickets")
     show = sub.add_parser("show", help="print a ticket's redacted transcript")
@@ -62,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from service.assembly import open_store
 
-    console = OperatorConsole(open_store(load_config(args.config)), password="cli")
+    console = OperatorConsole(open_store(config_from_args(args)), password="cli")
     if args.cmd == "tickets":
         for row in console.ticket_rows():
             print("  ".join(row))

@@ -7,7 +7,7 @@ import os
 # torch and faiss each bring an OpenMP runtime; with both loaded, idle threads of one spin while
 # the other works, and on a small shared CPU faiss' k-means (IVF-PQ) slows from ~0.03 s to ~6 s.
 # Must be set before either library starts its thread pool.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import core  # noqa: E402,F401  (sets the OpenMP wait policy before torch and faiss load)
 
 import json
 import shutil
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import DEFAULT_ENCODER, load_config
+from core.config import DEFAULT_ENCODER, load_config
 
 
 def read_jsonl(path) -> list[dict]:
@@ -32,7 +32,7 @@ def demo_config():
 @pytest.fixture(scope="session")
 def embedder():
     """The default encoder (all-MiniLM-L6-v2, resolved offline)."""
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
     return Embedder(DEFAULT_ENCODER)
 
@@ -44,7 +44,7 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from retrieval.embedder import resolve_model_path
+    from runtime.embedder import resolve_model_path
 
     src = Path(resolve_model_path(DEFAULT_ENCODER))
     out = tmp_path_factory.mktemp("tiny_encoder")

@@ -6,8 +6,9 @@ import uuid
 
 import gradio as gr
 
-from service import presenters, smalltalk
-from service.config import Config
+from service import smalltalk
+from webapp import presenters
+from core.config import Config
 from service.engine import Assistant
 from service.operator import PASSWORD_ENV, OperatorConsole
 
@@ -54,7 +55,7 @@ def build_ui(assistant: Assistant, config: Config | None = None, title: str = "C
             _chat_tab(send, restart, examples)
         if config is not None:
             with gr.Tab("Model"):
-                from service.model_tab import build_model_tab
+                from webapp.model_tab import build_model_tab
 
                 build_model_tab(config)
         with gr.Tab("Operator"):

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from service.errors import ArtifactError
+from core.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import gradio as gr
 
-from service.config import Config
-from service.errors import AttendantError
+from core.config import Config
+from core.errors import AttendantError
 
 log = logging.getLogger(__name__)
 

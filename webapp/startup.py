@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 
 from service.assembly import build_assistant, load_nlu
-from service.config import Config
+from core.config import Config
 from service.engine import Assistant
-from service.errors import ArtifactError
+from core.errors import ArtifactError
 
 log = logging.getLogger(__name__)
 

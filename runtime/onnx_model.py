@@ -5,7 +5,7 @@ L2 normalisation + intent head in one graph: `input_ids`, `attention_mask` -> `l
 `embeddings`), the tokenizer files, `config.json`, `intent_head.safetensors`, `labels.json` and
 `attendant.json` (`"runtime": "onnxruntime"`, the precision, the fingerprint of the folder and
 that of the fp32 student it came from). `OnnxSupportModel` gives it the interface of
-`training.model.SupportModel` that the service uses: `labels`, `predict(texts) -> (probs,
+`runtime.model.SupportModel` that the service uses: `labels`, `predict(texts) -> (probs,
 embeddings)`, `encode`, `fingerprint`, `dim`, `name_or_path`. torch is not needed to serve it.
 """
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from service.errors import ArtifactError
+from core.errors import ArtifactError
+from runtime.calibration import softmax
+from runtime.folder import HEAD_FILE, LABELS_FILE, first_line, quiet_transformers, read_model_meta
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +28,6 @@ ONNX_FILE = "model.onnx"
 RUNTIME = "onnxruntime"
 BUILD_COMMAND = "python -m training.compress --config {config}"
 THREADS_ENV = "ATTENDANT_ORT_THREADS"
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class OnnxSupportModel:
@@ -42,25 +38,24 @@ class OnnxSupportModel:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        from retrieval.embedder import model_fingerprint
-        from training.model import HEAD_FILE, LABELS_FILE, _quiet_transformers, read_model_meta
+        from runtime.embedder import model_fingerprint
 
         directory = Path(directory)
         fix = BUILD_COMMAND.format(config=config_path or "configs/demo.yaml")
         meta = read_model_meta(directory, config_path=config_path)
         if meta.get("runtime") != RUNTIME:
             raise ArtifactError(f"model at {directory} is not an ONNX Runtime model (runtime "
-                                f"{meta.get('runtime', 'torch')!r}); load it with training.model.load_support_model")
+                                f"{meta.get('runtime', 'torch')!r}); load it with runtime.model.load_support_model")
         if not (directory / ONNX_FILE).is_file():
             raise ArtifactError(f"model at {directory} is incomplete (missing {ONNX_FILE}); rebuild it with `{fix}`")
         try:
             labels = json.loads((directory / LABELS_FILE).read_text(encoding="utf-8"))
             if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
                 raise ValueError("labels.json must be a non-empty list of intent names")
-            with _quiet_transformers():
+            with quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(str(directory))
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"model at {directory} is corrupt ({_first_line(exc)}); rebuild it with `{fix}`") from None
+            raise ArtifactError(f"model at {directory} is corrupt ({first_line(exc)}); rebuild it with `{fix}`") from None
         if verify and model_fingerprint(directory) != meta.get("fingerprint"):
             raise ArtifactError(f"model at {directory} does not match its fingerprint (files changed or damaged "
                                 f"since it was saved); rebuild it with `{fix}`")
@@ -73,7 +68,7 @@ class OnnxSupportModel:
         try:
             self.session = ort.InferenceSession(str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, ...): all mean "unusable file"
-            raise ArtifactError(f"model at {directory} is corrupt ({type(exc).__name__}: {_first_line(exc)}); "
+            raise ArtifactError(f"model at {directory} is corrupt ({type(exc).__name__}: {first_line(exc)}); "
                                 f"rebuild it with `{fix}`") from None
         self._inputs = [i.name for i in self.session.get_inputs()]
         self.labels: list[str] = [str(x) for x in labels]
@@ -119,7 +114,7 @@ class OnnxSupportModel:
     def predict(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated intent probabilities [n, L] and embeddings [n, d]."""
         logits, embs = self.predict_logits(texts, batch_size)
-        return _softmax(logits / self.temperature), embs
+        return softmax(logits / self.temperature), embs
 
     def encode(self, texts: Sequence[str], show_progress: bool = False, *, max_length: int | None = None) -> np.ndarray:
         """Embeddings only (the `Embedder.encode` signature, long product texts included)."""
@@ -135,7 +130,3 @@ def _max_positions(directory: Path) -> int:
     # RoBERTa-style position ids start after the padding index: two fewer usable positions.
     return n - 2 if cfg.get("model_type") in ("roberta", "xlm-roberta", "camembert") else n
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

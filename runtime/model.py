@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,17 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval.embedder import mean_pool, model_fingerprint, resolve_model_path
-from service.config import DEFAULT_ENCODER
-from service.errors import ArtifactError
+from core.atomic import replace_dir, share_like_umask, temp_dir_beside
+from core.config import DEFAULT_ENCODER
+from core.errors import ArtifactError
+from runtime.calibration import softmax
+from runtime.embedder import mean_pool, model_fingerprint, resolve_model_path
+from runtime.folder import (FORMAT_VERSION, HEAD_FILE, LABELS_FILE, META_FILE, TRAIN_COMMAND, VALIDATION_FILE,
+                            first_line, quiet_transformers, read_model_meta)
 
 logger = logging.getLogger(__name__)
-
-HEAD_FILE = "intent_head.safetensors"
-LABELS_FILE = "labels.json"
-META_FILE = "attendant.json"
-FORMAT_VERSION = 1
-TRAIN_COMMAND = "accelerate launch -m training.train --config {config}"
 
 
 @dataclass
@@ -51,23 +45,6 @@ class SupportOutput:
     # DDP looks for tensors in a model's output: give it a tuple view.
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.logits, self.embeddings))
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    # A SupportModel folder holds an intent head the bare encoder does not load; the
-    # "unused weights" report and the per-load progress bar are noise here.
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 class SupportModel(nn.Module):
@@ -100,11 +77,11 @@ class SupportModel(nn.Module):
 
         path = resolve_model_path(name_or_path)
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(path)
                 encoder = AutoModel.from_pretrained(path)
         except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"cannot load encoder {name_or_path} from {path}: {_first_line(exc)}") from None
+            raise ArtifactError(f"cannot load encoder {name_or_path} from {path}: {first_line(exc)}") from None
         base = str(name_or_path)
         return cls(encoder, tokenizer, labels, max_length=max_length, base_encoder=base, name_or_path=base)
 
@@ -188,13 +165,18 @@ class SupportModel(nn.Module):
         return float(clf.score(embeddings, label_ids))
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path, *, training: dict[str, Any] | None = None) -> Path:
-        """Write the model folder atomically; returns its path. Sets `self.fingerprint`."""
+    def save_pretrained(self, directory: str | Path, *, training: dict[str, Any] | None = None,
+                        validation: Sequence[dict[str, str]] | None = None) -> Path:
+        """Write the model folder atomically; returns its path. Sets `self.fingerprint`.
+
+        `validation`: the `{"text", "intent"}` rows training held out, saved as validation.jsonl so
+        that later calibration (out-of-scope thresholds) uses exactly the examples the model never saw.
+        """
         from safetensors.torch import save_file
 
         directory = Path(directory).resolve()
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        tmp = temp_dir_beside(directory)
         try:
             self.encoder.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
@@ -202,6 +184,10 @@ class SupportModel(nn.Module):
                     "bias": self.intent_head.bias.detach().float().cpu().contiguous()}
             save_file(head, str(tmp / HEAD_FILE))
             (tmp / LABELS_FILE).write_text(json.dumps(self.labels, indent=1, ensure_ascii=False), encoding="utf-8")
+            if validation is not None:
+                (tmp / VALIDATION_FILE).write_text("".join(json.dumps({"text": r["text"], "intent": r["intent"]},
+                                                                      ensure_ascii=False) + "\n" for r in validation),
+                                                   encoding="utf-8")
             # Fingerprint of the folder as Embedder(dir) computes it (config, tokenizer, all weights).
             fingerprint = model_fingerprint(tmp)
             if training is not None:
@@ -221,8 +207,8 @@ class SupportModel(nn.Module):
                 "training": self.metadata,
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-            _share_like_umask(tmp)
-            _replace_dir(tmp, directory)
+            share_like_umask(tmp)
+            replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -247,11 +233,11 @@ class SupportModel(nn.Module):
             if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
                 raise ValueError("labels.json must be a non-empty list of intent names")
             head = load_file(str(directory / HEAD_FILE))
-            with _quiet_transformers():
+            with quiet_transformers():
                 tokenizer = AutoTokenizer.from_pretrained(str(directory))
                 encoder = AutoModel.from_pretrained(str(directory))
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"model at {directory} is corrupt ({_first_line(exc)}); retrain it with `{fix}`") from None
+            raise ArtifactError(f"model at {directory} is corrupt ({first_line(exc)}); retrain it with `{fix}`") from None
         weight, bias = head.get("weight"), head.get("bias")
         if weight is None or bias is None or tuple(weight.shape) != (len(labels), encoder.config.hidden_size) \
                 or tuple(bias.shape) != (len(labels),):
@@ -271,105 +257,3 @@ class SupportModel(nn.Module):
             model.intent_head.bias.copy_(bias)
         model.fingerprint = str(meta.get("fingerprint", ""))
         return model.to(device).eval()
-
-
-def read_model_meta(directory: str | Path, *, config_path: str | Path | None = None) -> dict[str, Any]:
-    """attendant.json of a model folder, after checking the folder's files are there."""
-    directory = Path(directory)
-    fix = TRAIN_COMMAND.format(config=config_path or "configs/demo.yaml")
-    if not directory.is_dir():
-        raise ArtifactError(f"no trained model at {directory}; train one with `{fix}`")
-    missing = [n for n in ("config.json", HEAD_FILE, LABELS_FILE, META_FILE) if not (directory / n).is_file()]
-    if missing:
-        raise ArtifactError(f"model at {directory} is incomplete (missing {', '.join(missing)}); retrain it with `{fix}`")
-    try:
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"model at {directory} has a corrupt {META_FILE} ({_first_line(exc)}); "
-                            f"retrain it with `{fix}`") from None
-    return meta
-
-
-def load_support_model(directory: str | Path, *, device: str = "cpu") -> Any:
-    """Load any model folder the app can serve: a torch SupportModel, or a compressed one.
-
-    Compressed (served) formats are written and read by `training.compress`; their attendant.json
-    says `"runtime": ...` other than "torch". All expose labels, predict, fingerprint, dim, name_or_path.
-    """
-    meta = read_model_meta(directory)
-    runtime = str(meta.get("runtime", "torch"))
-    if runtime == "torch":
-        return SupportModel.from_pretrained(directory, device=device)
-    from training import compress  # owns the compressed formats
-
-    return compress.load_compressed(directory)
-
-
-# ---------------------------------------------------------------------- helpers
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def fit_temperature(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                    bounds: tuple[float, float] = (0.1, 10.0)) -> float:
-    """The temperature T minimising the NLL of softmax(logits / T) on held-out data (Guo et al. 2017).
-
-    A 1-D problem: a golden-section search on log T is exact enough and has no failure modes.
-    """
-    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    if logits.numel() == 0:
-        return 1.0
-
-    def nll(log_t: float) -> float:
-        return float(F.cross_entropy(logits / math.exp(log_t), labels))
-
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(60):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - g * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + g * (hi - lo)
-            fb = nll(b)
-    return float(math.exp((lo + hi) / 2))
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move `src` to `dst`, replacing an existing `dst` with two renames (never a half-written folder)."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}-{int(time.time() * 1000)}")
-        os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        if old is not None:
-            os.replace(old, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _share_like_umask(folder: Path) -> None:
-    # mkdtemp makes a private (0700) folder; a model folder should read like any other file.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for p in folder.rglob("*"):
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
