@@ -7,7 +7,6 @@ command that builds them; `webapp.startup.ensure_artifacts` builds them for the 
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from core.config import Config
 from service.engine import Assistant
-from service.flows import DEFAULT_POLICY, ORDER_FLOWS, FlowRunner
+from service.flows import FlowRunner
 from core.errors import ArtifactError
 from core.jsonl import read_jsonl
 from runtime.folder import read_validation_split
@@ -115,8 +114,7 @@ def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None 
                             intent=float(config.policy.intent_threshold or calibration.get("intent_threshold") or 0.5))
     log.info("thresholds: %s", thresholds)
     oos = load_oos_detector(config, nlu)
-    flows = FlowRunner(ORDER_FLOWS, store, policy={**DEFAULT_POLICY, **dataclasses.asdict(config.flows)},
-                       intent_threshold=thresholds.intent)
+    flows = FlowRunner(store, config.flows, intent_threshold=thresholds.intent)
     return Assistant(nlu=nlu, faq_index=faq_index, recommender=recommender, thresholds=thresholds,
                      store_name=config.store_name, max_message_chars=config.policy.max_message_chars,
                      top_k=config.retrieval.top_k, faq_records=read_faq_records(config.data.faq),

@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Any, Protocol
 
 from service import smalltalk
+from service.domain import Domain, default_domain
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
 from service.nlu import NLU, NLUResult
 from service.pii import redact
@@ -46,8 +47,10 @@ class Assistant:
                  desk: HandoffDesk | None = None, flows: FlowEngine | None = None,
                  max_message_chars: int = 2000, top_k: int = 5, support_hours: str = "",
                  faq_records: dict[str, dict] | None = None, transcripts: TranscriptLog | None = None,
-                 oos: Any = None):
+                 oos: Any = None, domain: Domain | None = None):
         self.nlu = nlu
+        # The intents, flows and replies the policy works with: the flow runner's, else the default.
+        self.domain = domain or getattr(flows, "domain", None) or default_domain()
         self.oos = oos   # service.oos.OOSDetector, or None to rely on the NLU's own out_of_scope intent
         self.transcripts = transcripts
         self.faq_records = faq_records or {}
@@ -86,7 +89,7 @@ class Assistant:
         faq_hits = self.faq_index.search(nlu.embedding, self.top_k)
         signals = self._signals(clean.text, nlu)
         decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
-                          flows_available=self.flows is not None, signals=signals)
+                          flows_available=self.flows is not None, signals=signals, domain=self.domain)
         reply = self._act(decision, state, clean.text, nlu, faq_hits)
 
         state.failed_turns = state.failed_turns + 1 if reply.action == "fallback" else 0
@@ -125,7 +128,7 @@ class Assistant:
             if result.reply is not None:
                 return result.reply
             # The flow stepped aside (a change of topic): handle the message on its own.
-            d = decide(text, state, nlu, faq_hits, self.thresholds, flows_available=False)
+            d = decide(text, state, nlu, faq_hits, self.thresholds, flows_available=False, domain=self.domain)
             reply = self._act(d, state, text, nlu, faq_hits)
             if result.note:
                 reply.text += "\n\n" + result.note
@@ -137,7 +140,7 @@ class Assistant:
         if d.action == "recommend":
             return self._recommend(text, nlu, state, base)
         if d.action == "small_talk":
-            return Reply(smalltalk.SMALL_TALK[nlu.intent].format(store=self.store_name), action="small_talk", **base)
+            return Reply(self.domain.small_talk_reply(nlu.intent, self.store_name), action="small_talk", **base)
         if d.action == "out_of_scope":
             return Reply(smalltalk.OUT_OF_SCOPE, action="out_of_scope", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)
         return Reply(smalltalk.FALLBACK, action="fallback", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)

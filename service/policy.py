@@ -1,7 +1,8 @@
 """Dialogue policy: session state + NLU + retrieval scores -> exactly one action.
 
 Pure decision logic with no I/O, so every branch is easy to test. The engine carries the
-decision out (looks up answers, runs flows, writes the transcript).
+decision out (looks up answers, runs flows, writes the transcript). Which intents start a flow,
+are small talk or go to a person comes from the domain registry (`service.domain`).
 """
 from __future__ import annotations
 
@@ -9,19 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.domain import CONTROL, HANDOFF, OUT_OF_SCOPE, SEARCH, SMALL_TALK, Domain, default_domain, faq_category
 from service.nlu import NLUResult
 from service.phrases import RESUME
 from service.sessions import SessionState
 
-SMALL_TALK_INTENTS = frozenset({"greeting", "goodbye", "thanks", "bot_identity", "capabilities"})
-# Intents that start a service flow, and the action each flow reports.
-FLOW_ACTIONS = {
-    "order_status": "order_status",
-    "return_request": "start_return",
-    "cancel_order": "cancel_order",
-    "change_address": "change_address",
-    "refund_status": "refund_status",
-}
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
 _PICK = re.compile(r"^\s*(?:the\s+)?(1|2|3|first|second|third|one|two|three|top)\b(?:\s+one)?[\s.!]*$", re.I)
 
@@ -71,19 +64,21 @@ def _mass(nlu: NLUResult, intents: frozenset[str] | dict) -> float:
     return sum(p for name, p in nlu.ranking if name in intents)
 
 
-def _best_flow_intent(nlu: NLUResult, floor: float = 0.1) -> str | None:
+def _best_flow_intent(nlu: NLUResult, flow_actions: dict[str, str], floor: float = 0.1) -> str | None:
     for name, p in nlu.ranking:
-        if name in FLOW_ACTIONS and p >= floor:
+        if name in flow_actions and p >= floor:
             return name
     return None
 
 
-HANDOFF_INTENTS = frozenset({"human_request", "complaint"})
-
-
 def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: Thresholds,
-           flows_available: bool = False, signals: Signals | None = None) -> Decision:
+           flows_available: bool = False, signals: Signals | None = None, domain: Domain | None = None) -> Decision:
     signals = signals or Signals()
+    domain = domain or default_domain()
+    flow_actions = domain.flow_actions                 # intent that starts a flow -> its action
+    small_talk, control = domain.intents_of(SMALL_TALK), domain.intents_of(CONTROL)
+    handoff_intents = domain.intents_of(HANDOFF)
+    search, out_of_scope = domain.intents_of(SEARCH), domain.intents_of(OUT_OF_SCOPE)
     intent, conf = nlu.intent, nlu.confidence
     confident = conf >= th.intent
 
@@ -91,7 +86,7 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         return Decision("handoff", intent, reason="already with a person")
 
     # Asking for a person is always honoured; frustration and the request often share one message.
-    if signals.asks_human or (intent in HANDOFF_INTENTS and _mass(nlu, HANDOFF_INTENTS) >= th.intent):
+    if signals.asks_human or (intent in handoff_intents and _mass(nlu, handoff_intents) >= th.intent):
         why = "the customer asked for a person" if signals.asks_human or intent == "human_request" \
             else "the customer is frustrated"
         return Decision("handoff", intent, reason=why)
@@ -102,26 +97,26 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
 
     if flows_available:
         resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12
-        if state.flow or resume or (confident and intent in FLOW_ACTIONS):
-            return Decision(FLOW_ACTIONS.get(intent, "flow"), intent, flow=FLOW_ACTIONS.get(intent),
+        if state.flow or resume or (confident and intent in flow_actions):
+            return Decision(flow_actions.get(intent, "flow"), intent, flow=flow_actions.get(intent),
                             reason="service flow")
         # "HC-104233" or "return HC-104233" with no flow running: the order number says it is a service request.
-        flow_intent = _best_flow_intent(nlu) if signals.order_ref else None
+        flow_intent = _best_flow_intent(nlu, flow_actions) if signals.order_ref else None
         if flow_intent:
-            return Decision(FLOW_ACTIONS[flow_intent], flow_intent, flow=FLOW_ACTIONS[flow_intent],
+            return Decision(flow_actions[flow_intent], flow_intent, flow=flow_actions[flow_intent],
                             reason="an order number with a service request")
 
-    if confident and intent in SMALL_TALK_INTENTS:
+    if confident and intent in small_talk:
         return Decision("small_talk", intent)
-    if confident and intent == "product_search":
+    if confident and intent in search:
         return Decision("recommend", intent)
 
     top = faq_hits[0] if faq_hits else None
     if top is not None and top.score >= th.faq:
-        if confident and intent.startswith("faq_"):
+        if confident and faq_category(intent):
             # The NLU vouches for the topic: take the best answer within it when it is close to the top.
             in_topic = [h for h in faq_hits[:3]
-                        if h.meta.get("category") == intent[4:] and top.score - h.score < th.clarify_margin]
+                        if h.meta.get("category") == faq_category(intent) and top.score - h.score < th.clarify_margin]
             chosen = in_topic[0] if in_topic else top
             return Decision("answer_faq", intent, [chosen.id],
                             reason="the NLU topic broke the tie" if chosen is not top else "")
@@ -130,27 +125,27 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
             return Decision("clarify", intent, [top.id] + [h.id for h in close], reason="two FAQ answers are close")
         return Decision("answer_faq", intent, [top.id])
 
-    if confident and intent == "out_of_scope":
+    if confident and intent in out_of_scope:
         return Decision("out_of_scope", intent)
     # Not a flow turn, no FAQ answer, and unlike anything we were trained on: say so honestly.
     if signals.out_of_scope and not signals.order_ref and not signals.shopping \
-            and not (confident and intent in SMALL_TALK_INTENTS | {"affirm", "deny"}):
+            and not (confident and intent in small_talk | control):
         return Decision("out_of_scope", intent, reason="the out-of-scope detector flagged it")
-    if signals.shopping and not confident and intent == "product_search":
-        return Decision("recommend", "product_search", reason="a catalogue category, brand or budget was named")
-    if confident and intent in ("affirm", "deny"):
+    if signals.shopping and not confident and intent in search:
+        return Decision("recommend", intent, reason="a catalogue category, brand or budget was named")
+    if confident and intent in control:
         return Decision("small_talk", intent)
     # "ok thanks anyway", "fair enough, see you": short pleasantries need less certainty.
-    if intent in SMALL_TALK_INTENTS and len(text.split()) <= 6 and conf >= th.intent / 2 \
+    if intent in small_talk and len(text.split()) <= 6 and conf >= th.intent / 2 \
             and (top is None or top.score < th.faq):
         return Decision("small_talk", intent, reason="a short pleasantry")
-    if top is not None and top.score >= th.faq - th.near_faq and (intent.startswith("faq_") or not confident):
+    if top is not None and top.score >= th.faq - th.near_faq and (faq_category(intent) or not confident):
         cands = [h.id for h in faq_hits[:3] if h.score >= th.faq - th.near_faq]
         return Decision("clarify", intent, cands, reason="no FAQ answer was certain enough")
-    if confident and intent.startswith("faq_") and top is not None:
+    if confident and faq_category(intent) and top is not None:
         return Decision("fallback", intent, reason="FAQ topic recognised but no answer matched")
-    if not confident and top is not None and top.score < th.faq - th.near_faq and intent == "out_of_scope":
+    if not confident and top is not None and top.score < th.faq - th.near_faq and intent in out_of_scope:
         return Decision("out_of_scope", intent)
-    if confident and intent in FLOW_ACTIONS:
+    if confident and intent in flow_actions:
         return Decision("fallback", intent, reason=f"no flow for {intent} is available")
     return Decision("fallback", intent, reason="nothing matched with confidence")

@@ -4,12 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ACTIONS = (
-    "answer_faq", "clarify", "recommend", "small_talk",
-    "order_status", "start_return", "cancel_order", "change_address", "refund_status",
-    "out_of_scope", "fallback", "handoff",
-)
-
 
 @dataclass
 class Source:
@@ -43,3 +37,13 @@ class Reply:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def __getattr__(name: str) -> Any:
+    # `ACTIONS`: every action a Reply can report, derived from the domain registry (base actions and
+    # one per declared flow), read when asked for so that the flows are registered by then.
+    if name == "ACTIONS":
+        from service.domain import default_domain
+
+        return default_domain().actions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Fixed replies for small talk and for the honest "I can't" answers."""
+"""Fixed replies: the honest "I can't" answers, errors and the handoff. The small-talk intents and their
+replies are declared with the other intents in `service.domain`."""
 from __future__ import annotations
 
 CAPABILITIES = (
@@ -6,16 +7,6 @@ CAPABILITIES = (
     "help you find products, check an order's status, start a return, cancel an order or change its "
     "delivery address, and put you through to a person whenever you like."
 )
-
-SMALL_TALK = {
-    "greeting": "Hi! Welcome to {store}. How can I help you today?",
-    "goodbye": "Thanks for stopping by {store}. Have a great day!",
-    "thanks": "You're welcome! Is there anything else I can help with?",
-    "bot_identity": "I'm the {store} virtual assistant, a computer program. If you'd rather talk to a person, just say so.",
-    "capabilities": CAPABILITIES,
-    "affirm": "Great. What can I help you with?",
-    "deny": "No problem. Is there something else I can help with?",
-}
 
 OUT_OF_SCOPE = "I'm sorry, I can't help with that. " + CAPABILITIES
 

@@ -1,4 +1,5 @@
-"""The embedded demo knowledge pack (data/demo/) loads and meets its floors.
+"""The embedded demo knowledge pack (data/demo/) loads, meets its floors and agrees with the
+domain registry (service/domain.py): its intents, FAQ topics and the actions dialogs expect.
 
 Fast, offline, no models: it only reads the JSON Lines files. Files written by other parts of the
 build (products, orders, dialogs, shopping requests) are checked when they exist and skipped
@@ -13,16 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from service.config import PROJECT_ROOT, load_config
-from service.errors import ConfigError
+from core.config import PROJECT_ROOT, load_config
+from core.errors import ConfigError
+from service.domain import default_domain
 
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"
-INTERFACES = PROJECT_ROOT / "docs" / "interfaces.md"
-
-FAQ_CATEGORIES = {
-    "shipping", "returns", "refunds", "payments", "warranty", "account", "privacy",
-    "store_policy", "gift_cards", "promotions", "stock", "installation",
-}
+DOMAIN = default_domain()
+FAQ_CATEGORIES = DOMAIN.faq_categories
 ORDER_ID = re.compile(r"HC-\d{6}")
 FAQ_ID = re.compile(r"faq_[a-z]+_\d{2}")
 EXPECT_KEYS = {"intent", "action", "faq_id", "product_ids", "handoff"}
@@ -47,18 +45,6 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
-
-
-def _backticked(section: str) -> set[str]:
-    section = re.sub(r"\([^)]*\)", "", section)  # drop asides such as "(... the matching `category`)"
-    return set(re.findall(r"`([a-z][a-z_]*)`", section))
-
-
-def _doc_section(title: str) -> str:
-    text = INTERFACES.read_text(encoding="utf-8")
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
-    assert match, f"docs/interfaces.md has no '## {title}' section"
-    return match.group(1)
 
 
 def _optional(name: str) -> list[dict]:
@@ -86,15 +72,15 @@ def paths() -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def intent_names() -> set[str]:
-    names = _backticked(_doc_section("Intents in the demo pack"))
-    assert len(names) >= 25, f"could not read the intent names from docs/interfaces.md: {sorted(names)}"
+    names = set(DOMAIN.intent_names)
+    assert len(names) >= 25, f"the domain registry declares only {sorted(names)}"
     return names
 
 
 @pytest.fixture(scope="module")
 def action_names() -> set[str]:
-    names = _backticked(_doc_section("Actions (the `action` field of a Reply and of dialog expectations)"))
-    assert "answer_faq" in names and "handoff" in names, f"could not read the actions: {sorted(names)}"
+    names = set(DOMAIN.actions)
+    assert "answer_faq" in names and "handoff" in names, f"the domain registry declares only {sorted(names)}"
     return names
 
 
@@ -136,7 +122,7 @@ def test_faq_entries_are_complete(faq, intent_names):
         where = f"faq {r.get('id')!r}"
         assert isinstance(r.get("id"), str) and FAQ_ID.fullmatch(r["id"]), f"{where}: id must look like faq_<short>_<nn>"
         assert r.get("category") in FAQ_CATEGORIES, f"{where}: unknown category {r.get('category')!r}"
-        assert f"faq_{r['category']}" in intent_names, f"{where}: no intent faq_{r['category']} in docs/interfaces.md"
+        assert f"faq_{r['category']}" in intent_names, f"{where}: no intent faq_{r['category']} in service/domain.py"
         for key in ("question", "answer"):
             assert isinstance(r.get(key), str) and r[key].strip(), f"{where}: empty {key}"
         paras = r.get("paraphrases")
@@ -166,7 +152,7 @@ def test_intents_match_the_contract(intents, intent_names):
         assert isinstance(r.get("intent"), str), f"intents.jsonl:{n}: missing intent"
     found = {r["intent"] for r in intents}
     assert found == intent_names, (
-        f"intents differ from docs/interfaces.md: missing {sorted(intent_names - found)}, "
+        f"intents differ from the domain registry: missing {sorted(intent_names - found)}, "
         f"unknown {sorted(found - intent_names)}")
     assert len(found) >= 25
 
@@ -286,3 +272,22 @@ def test_dialogs(faq, intent_names, action_names, product_ids, training_texts):
             if _norm(turn["user"]) in training_texts:
                 leaked.append(turn["user"])
     assert not leaked, f"held-out dialog messages also used for training: {leaked[:5]}"
+
+
+def test_dialog_expectations_agree_with_the_registry():
+    """A turn that names both a flow intent and a flow's action names the action of that flow, and
+    an expected small-talk reply is for an intent that has one."""
+    from service.domain import CONTROL, SMALL_TALK
+
+    dialogs = _optional("dialogs.jsonl")
+    flow_actions = DOMAIN.flow_actions
+    with_reply = DOMAIN.intents_of(SMALL_TALK, CONTROL)
+    for d in dialogs:
+        for t, turn in enumerate(d["turns"], 1):
+            expect, at = turn["expect"], f"dialog {d['id']!r} turn {t}"
+            intent, action = expect.get("intent"), expect.get("action")
+            if intent in flow_actions and action in flow_actions.values():
+                assert action == flow_actions[intent], \
+                    f"{at}: intent {intent!r} starts the flow whose action is {flow_actions[intent]!r}, not {action!r}"
+            if action == "small_talk" and intent is not None:
+                assert intent in with_reply, f"{at}: {intent!r} has no small-talk reply in service/domain.py"

@@ -1,5 +1,8 @@
-"""Service flows: small declarative state machines run by `FlowRunner`."""
-from service.flows.base import Flow, FlowResult, FlowRunner, Slot
-from service.flows.orders import DEFAULT_POLICY, ORDER_FLOWS
+"""Service flows: small declarative state machines run by `FlowRunner`.
 
-__all__ = ["Flow", "FlowResult", "FlowRunner", "Slot", "ORDER_FLOWS", "DEFAULT_POLICY"]
+Each module here may declare a module-level `FLOWS` tuple; `service.domain.default_domain()` finds
+them all, so a new flow is one new module (plus its intent examples in the data).
+"""
+from service.flows.base import Flow, FlowContext, FlowResult, FlowRunner, Refusal, Slot
+
+__all__ = ["Flow", "FlowContext", "FlowResult", "FlowRunner", "Refusal", "Slot"]

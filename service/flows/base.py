@@ -2,14 +2,19 @@
 confirmation and a final step. The runner does the rest: slot filling across turns, re-prompts
 with a limit, topic switches (the flow is suspended and can be resumed), abandonment, and an
 explicit confirmation before anything is written.
+
+A flow module declares its flows in a module-level `FLOWS` tuple; `service.domain` collects them,
+so the policy, the action list and the docs know every flow without listing it anywhere else.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
+from core.config import FlowsConfig
+from service.domain import CONTROL, Domain, default_domain
 from service.nlu import NLUResult
 from service.phrases import ABANDON, NO, RESUME, YES
 from service.reply import Reply
@@ -20,11 +25,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FlowContext:
-    """What a flow's functions see: the slots so far, the store, the order, the policy."""
+    """What a flow's functions see: the slots so far, the store, the order, the business rules."""
     store: Store
     slots: dict[str, Any]
     today: dt.date
-    policy: dict[str, Any]
+    policy: FlowsConfig
     verified_orders: list[str]
 
     @property
@@ -47,6 +52,7 @@ class Slot:
 @dataclass(frozen=True)
 class Flow:
     name: str                 # stored in the session
+    intent: str               # the intent that starts it
     action: str               # the Reply.action of every turn inside the flow
     title: str                # "checking your order status", for messages
     slots: tuple[Slot, ...]
@@ -74,19 +80,20 @@ def _render(prompt: str | Callable[[FlowContext], str], ctx: FlowContext) -> str
 
 
 class FlowRunner:
-    """Runs the declared flows against session state; plugs into `Assistant(flows=...)`."""
+    """Runs the flows of a domain registry against session state; plugs into `Assistant(flows=...)`."""
 
-    def __init__(self, flows: dict[str, Flow], store: Store, policy: dict[str, Any] | None = None,
+    def __init__(self, store: Store, policy: FlowsConfig | None = None, *, domain: Domain | None = None,
                  intent_threshold: float = 0.5):
-        self.flows = flows                       # keyed by the intent that starts each
-        self.by_name = {f.name: f for f in flows.values()}
+        self.domain = domain or default_domain()
+        self.flows = dict(self.domain.flows)     # keyed by the intent that starts each
+        self.by_name = {f.name: f for f in self.flows.values()}
         self.store = store
-        self.policy = dict(policy or {})
+        self.policy = policy or FlowsConfig()
         self.intent_threshold = intent_threshold
+        self._yes_no = self.domain.intents_of(CONTROL)
 
     def today(self) -> dt.date:
-        ref = self.policy.get("reference_date")
-        return dt.date.fromisoformat(str(ref)) if ref else dt.date.today()
+        return self.policy.reference_date or dt.date.today()
 
     def _ctx(self, state: SessionState, slots: dict[str, Any]) -> FlowContext:
         return FlowContext(self.store, slots, self.today(), self.policy, state.verified_orders)
@@ -165,7 +172,7 @@ class FlowRunner:
             return self._advance(flow, state, nlu)
         ctx = self._ctx(state, state.flow["slots"])
         value = slot.extract(text, nlu, ctx)
-        if value is None and nlu.confidence >= self.intent_threshold and nlu.intent not in ("affirm", "deny") \
+        if value is None and nlu.confidence >= self.intent_threshold and nlu.intent not in self._yes_no \
                 and nlu.intent not in self.flows:
             # The customer changed the subject: park the flow; they can come back to it.
             state.suspended_flows = (state.suspended_flows + [state.flow])[-3:]

@@ -1,6 +1,7 @@
 """The order flows, declared as data: order status, start a return, cancel an order, change the
 delivery address, refund status. Each verifies the customer (order number + the email on the
-order) before showing or changing anything.
+order) before showing or changing anything. `FLOWS` registers them with the domain
+(`service.domain`); the business rules (return window, restocking fee) are `core.config.FlowsConfig`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from service.flows.slots import (email_already_verified, extract_address, extrac
 from service.store import Order
 
 NOT_SHIPPED = ("placed", "processing")
-DEFAULT_POLICY = {"return_window_days": 30, "restocking_fee": 0.15}
 
 ORDER_ID_SLOT = Slot("order_id", "What's your order number? It looks like HC-123456 and is in your confirmation email.",
                      extract_order_id, validate_order_id, max_attempts=3)
@@ -68,7 +68,7 @@ def _return_days_left(ctx: FlowContext, order: Order) -> int | None:
     if not order.delivered_at:
         return None
     delivered = dt.date.fromisoformat(order.delivered_at[:10])
-    return int(ctx.policy.get("return_window_days", 30)) - (ctx.today - delivered).days
+    return ctx.policy.return_window_days - (ctx.today - delivered).days
 
 
 def check_return(ctx: FlowContext) -> Refusal | None:
@@ -78,27 +78,28 @@ def check_return(ctx: FlowContext) -> Refusal | None:
     if order.status in NOT_SHIPPED + ("shipped",):
         return Refusal(f"Order {order.order_id} hasn't been delivered yet, so a return can't start. "
                        + ("You can cancel it instead, since it hasn't shipped." if order.status in NOT_SHIPPED
-                          else "Once it arrives you'll have 30 days to return it."), handoff=False)
+                          else f"Once it arrives you'll have {ctx.policy.return_window_days} days to return it."),
+                       handoff=False)
     if order.status != "delivered":
         return Refusal(f"Order {order.order_id} is {order.status}, so it can't be returned.", handoff=False)
     left = _return_days_left(ctx, order)
     if left is not None and left < 0:
         return Refusal(f"Order {order.order_id} was delivered on {_date(order.delivered_at)}, which is outside our "
-                f"{ctx.policy.get('return_window_days', 30)}-day return window. I've asked a member of our team to "
+                f"{ctx.policy.return_window_days}-day return window. I've asked a member of our team to "
                 "review it; defective items may still be covered by the warranty.")
     return None
 
 
 def _refund(ctx: FlowContext) -> tuple[float, float]:
     order = ctx.order
-    fee_rate = float(ctx.policy.get("restocking_fee", 0.15)) if ctx.slots["condition"] == "opened" else 0.0
+    fee_rate = ctx.policy.restocking_fee if ctx.slots["condition"] == "opened" else 0.0
     fee = round(order.total * fee_rate, 2)
     return fee, round(order.total - fee, 2)
 
 
 def confirm_return(ctx: FlowContext) -> str:
     fee, amount = _refund(ctx)
-    fee_text = (f" Because it has been opened, a {ctx.policy.get('restocking_fee', 0.15):.0%} restocking fee "
+    fee_text = (f" Because it has been opened, a {ctx.policy.restocking_fee:.0%} restocking fee "
                 f"(${fee:,.2f}) applies." if fee else "")
     return (f"I can start a return for order {ctx.order.order_id} ({_items(ctx.order)}).{fee_text} You'd get "
             f"${amount:,.2f} back to your original payment method. Shall I go ahead? (yes/no)")
@@ -119,8 +120,8 @@ def check_cancel(ctx: FlowContext) -> Refusal | None:
         return Refusal(f"Order {order.order_id} is already cancelled. {describe_refund(order)}", handoff=False)
     if order.status not in NOT_SHIPPED:
         return Refusal(f"Order {order.order_id} has already {'shipped' if order.status == 'shipped' else order.status}, "
-                "so it can't be cancelled. Once it arrives you can return it within 30 days; I've also asked a "
-                "member of our team to look at it.")
+                "so it can't be cancelled. Once it arrives you can return it within "
+                f"{ctx.policy.return_window_days} days; I've also asked a member of our team to look at it.")
     return None
 
 
@@ -144,31 +145,27 @@ def finish_address_change(ctx: FlowContext) -> str:
     return f"Done: order {ctx.order.order_id} will be delivered to {ctx.slots['new_address']}."
 
 
-ORDER_FLOWS: dict[str, Flow] = {
-    "order_status": Flow(
-        "order_status", "order_status", "checking your order status", (ORDER_ID_SLOT, EMAIL_SLOT),
-        finish=lambda ctx: describe_status(ctx.order)),
-    "refund_status": Flow(
-        "refund_status", "refund_status", "checking your refund", (ORDER_ID_SLOT, EMAIL_SLOT),
-        finish=lambda ctx: describe_refund(ctx.order)),
-    "return_request": Flow(
-        "start_return", "start_return", "starting your return",
-        (ORDER_ID_SLOT, EMAIL_SLOT,
-         Slot("condition", "Is the item still unopened in its original packaging? (yes/no; tell me if it's defective)",
-              extract_condition)),
-        check=check_return, confirm=confirm_return, finish=finish_return),
-    "cancel_order": Flow(
-        "cancel_order", "cancel_order", "cancelling your order", (ORDER_ID_SLOT, EMAIL_SLOT),
-        check=check_cancel,
-        confirm=lambda ctx: (f"Cancel order {ctx.order.order_id} ({_items(ctx.order)}, ${ctx.order.total:,.2f})? "
-                             "(yes/no)"),
-        finish=finish_cancel),
-    "change_address": Flow(
-        "change_address", "change_address", "changing your delivery address",
-        (ORDER_ID_SLOT, EMAIL_SLOT,
-         Slot("new_address", "What's the new delivery address (street and number, city, ZIP)?", extract_address)),
-        check=check_address_change,
-        confirm=lambda ctx: (f"Change the delivery address of order {ctx.order.order_id} to "
-                             f"\"{ctx.slots['new_address']}\"? (yes/no)"),
-        finish=finish_address_change),
-}
+FLOWS: tuple[Flow, ...] = (
+    Flow("order_status", intent="order_status", action="order_status", title="checking your order status",
+         slots=(ORDER_ID_SLOT, EMAIL_SLOT), finish=lambda ctx: describe_status(ctx.order)),
+    Flow("start_return", intent="return_request", action="start_return", title="starting your return",
+         slots=(ORDER_ID_SLOT, EMAIL_SLOT,
+                Slot("condition", "Is the item still unopened in its original packaging? (yes/no; tell me if it's "
+                                  "defective)", extract_condition)),
+         check=check_return, confirm=confirm_return, finish=finish_return),
+    Flow("cancel_order", intent="cancel_order", action="cancel_order", title="cancelling your order",
+         slots=(ORDER_ID_SLOT, EMAIL_SLOT), check=check_cancel,
+         confirm=lambda ctx: (f"Cancel order {ctx.order.order_id} ({_items(ctx.order)}, ${ctx.order.total:,.2f})? "
+                              "(yes/no)"),
+         finish=finish_cancel),
+    Flow("change_address", intent="change_address", action="change_address", title="changing your delivery address",
+         slots=(ORDER_ID_SLOT, EMAIL_SLOT,
+                Slot("new_address", "What's the new delivery address (street and number, city, ZIP)?",
+                     extract_address)),
+         check=check_address_change,
+         confirm=lambda ctx: (f"Change the delivery address of order {ctx.order.order_id} to "
+                              f"\"{ctx.slots['new_address']}\"? (yes/no)"),
+         finish=finish_address_change),
+    Flow("refund_status", intent="refund_status", action="refund_status", title="checking your refund",
+         slots=(ORDER_ID_SLOT, EMAIL_SLOT), finish=lambda ctx: describe_refund(ctx.order)),
+)
