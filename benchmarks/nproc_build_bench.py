@@ -1,0 +1,108 @@
+"""The demo build on 1 and on N processes, side by side: more devices must never mean a worse model.
+
+    python benchmarks/nproc_build_bench.py --config configs/demo.yaml [--processes 2] [--work DIR]
+
+For each process count it runs the operator workflow of the README into its own artifacts folder
+(`--set artifacts_dir=...`): `accelerate launch [--multi_gpu --num_processes N] -m training.train`,
+the same for `training.distill`, then `python -m training.pipeline --steps compress,index,evaluate`.
+It prints the held-out dialog metrics and the training runs' step counts as a table and writes
+`benchmarks/results/nproc_build.json` and `.md`. On a machine without a GPU the N-process runs use
+N CPU processes (gloo); they share the cores, so wall times say little, the metrics everything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("task_success", "turn_success", "action_accuracy", "intent_accuracy", "faq_hit_at_1", "product_hit",
+           "containment", "fallback_rate")
+
+
+def run(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        code = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+    if code:
+        sys.exit(f"error: `{' '.join(cmd)}` exited {code}; see {log}")
+    return round(time.perf_counter() - t0, 1)
+
+
+def build(config: str, processes: int, artifacts: Path, log: Path) -> dict:
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    launch += ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
+    common = ["--config", config, "--set", f"artifacts_dir={artifacts}"]
+    seconds = {
+        "train": run(launch + ["-m", "training.train", *common], log),
+        "distill": run(launch + ["-m", "training.distill", *common], log),
+        "compress+index+evaluate": run([sys.executable, "-m", "training.pipeline", *common,
+                                        "--steps", "compress,index,evaluate"], log),
+    }
+    report = json.loads((artifacts / "reports" / "latest" / "report.json").read_text())
+    dialog = report["sections"]["dialog"]["metrics"]
+    runs = {}
+    for kind in ("teacher", "student"):
+        res = json.loads((artifacts / "runs" / kind / "results.json").read_text())
+        runs[kind] = {k: res.get(k) for k in ("processes", "global_batch_size", "per_process_batch_size",
+                                              "optimizer_steps", "samples_seen", "best_val_macro_f1")}
+    return {"processes": processes, "metrics": {k: dialog.get(k) for k in METRICS}, "runs": runs, "seconds": seconds}
+
+
+def markdown(results: list[dict], command: str) -> str:
+    head = "| metric | " + " | ".join(f"{r['processes']} process{'es' if r['processes'] > 1 else ''}"
+                                       for r in results) + " |"
+    lines = [f"Command: `{command}`", "", head, "|---" * (len(results) + 1) + "|"]
+    for k in METRICS:
+        lines.append(f"| {k} | " + " | ".join(f"{r['metrics'][k]:.3f}" if r["metrics"][k] is not None else "–"
+                                               for r in results) + " |")
+    for kind in ("teacher", "student"):
+        for k in ("optimizer_steps", "samples_seen", "global_batch_size", "per_process_batch_size"):
+            lines.append(f"| {kind} {k} | " + " | ".join(str(r["runs"][kind][k]) for r in results) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/demo.yaml")
+    p.add_argument("--processes", type=int, default=2, help="the N to compare with 1 process")
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "attendant-nproc-bench"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    a = p.parse_args()
+    work = Path(a.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in (1, a.processes):
+        log = work / f"p{n}.log"
+        print(f"building with {n} process(es); log in {log}", flush=True)
+        results.append(build(a.config, n, work / f"p{n}", log))
+    command = f"python benchmarks/nproc_build_bench.py --config {a.config} --processes {a.processes}"
+    out = {"command": command, "machine": f"{os.cpu_count()} CPU cores, no GPU" if not _has_gpu() else "GPU",
+           "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "nproc_build.json").write_text(json.dumps(out, indent=2))
+    table = markdown(results, command)
+    (out_dir / "nproc_build.md").write_text(table)
+    print(table)
+    return 0
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
