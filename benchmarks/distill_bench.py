@@ -1,7 +1,7 @@
 """Teacher vs distilled student vs compressed student vs frozen encoder + logistic regression.
 
     python benchmarks/distill_bench.py --data ../shared/data/banking77 --teacher DIR
-        [--data ../shared/data/clinc150 --teacher DIR2] [--work DIR] [--set KEY=VALUE ...]
+        [--data ../shared/data/clinc150 --teacher DIR2] [--work DIR] [--set distill.KEY=VALUE ...]
         [--layer-study STEPS] [--reuse]
 
 For each dataset (a folder with train.jsonl and test.jsonl, else val.jsonl), in one run on the
@@ -115,32 +115,29 @@ def ensure_teacher(teacher: str, config: Path, train_file: Path, test_file: Path
             raise ConfigError(f"--teacher {d}: not a trained model folder; train one with `accelerate launch -m "
                               f"training.train --config ... --train-file {train_file}` or pass --teacher train")
         return d
-    from training import train
+    from core.config import load_config
+    from training.train import TrainOptions, train
 
     out = config.parent / "artifacts" / "teacher"
     if not (out / "attendant.json").is_file():
         log.info("training a teacher on %s", train_file)
-        train.main(["--config", str(config), "--no-faq", "--test-file", str(test_file)])
+        train(load_config(config), TrainOptions(no_faq=True, test_file=str(test_file)))
     return out
 
 
 def distil(config: Path, teacher: Path, train_file: Path, test_file: Path, out: Path, work: Path,
            overrides: Sequence[str], max_steps: int | None = None, cache_from: Path | None = None) -> dict[str, Any]:
-    from training import distill
+    from core.config import load_config
+    from training.distill import DistillOptions, distill
 
     work.mkdir(parents=True, exist_ok=True)
     if cache_from is not None:  # the teacher's outputs on the same texts: computed once for every run
         for f in cache_from.glob("teacher-outputs-*.npz"):
             shutil.copy(f, work / f.name)
-    argv = ["--config", str(config), "--teacher", str(teacher), "--train-file", str(train_file), "--test-file",
-            str(test_file), "--no-faq", "--output-dir", str(out), "--work-dir", str(work)]
-    for o in overrides:
-        argv += ["--set", o]
-    if max_steps:
-        argv += ["--max-steps", str(max_steps)]
+    options = DistillOptions(teacher=teacher, train_file=str(train_file), test_file=str(test_file), no_faq=True,
+                             output_dir=out, work_dir=work, max_steps=max_steps)
     t0 = time.perf_counter()
-    distill.main(argv)
-    results = json.loads((work / "results.json").read_text())
+    results = distill(load_config(config, overrides), options)
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     return results
 
@@ -156,7 +153,7 @@ def layer_study(config: Path, teacher: Path, train_file: Path, test_file: Path, 
             res = json.loads(done.read_text())   # a finished run of the same study
         else:
             res = distil(config, teacher, train_file, test_file, work / f"student-{how}", run_work,
-                         [*overrides, f"layer_selection={how}", "augment_copies=0"], max_steps=steps,
+                         [*overrides, f"distill.layer_selection={how}", "distill.augment_copies=0"], max_steps=steps,
                          cache_from=first_work)
         first_work = first_work or run_work
         rows.append({"selection": how, "layers": res["student"]["layers"], "steps": res["steps"],
@@ -238,7 +235,7 @@ def frozen_variant(train_texts: list[str], train_labels: list[str], labels: list
 # ---------------------------------------------------------------------- measuring
 
 def ece(confidences: np.ndarray, correct: np.ndarray) -> float:
-    from training.evaluation.nlu import expected_calibration_error
+    from evaluation.nlu import expected_calibration_error
 
     return float(expected_calibration_error(confidences, correct)[0])
 
@@ -460,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="teacher folder for each --data, in order ('train' to train one)")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "attendant-distill-bench"),
                    help="work folder (students, served folders, runs)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="distill setting override")
+    p.add_argument("--set", action="append", default=[], metavar="distill.KEY=VALUE", help="config override, e.g. distill.student_layers=4")
     p.add_argument("--layer-study", type=int, default=0, metavar="STEPS",
                    help="first compare layer selections with short runs of STEPS steps (first --data only)")
     p.add_argument("--reuse", action="store_true", help="reuse the student in the work folder if there is one")

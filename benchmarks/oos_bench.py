@@ -128,7 +128,7 @@ def text_key(texts: list[str]) -> str:
 
 
 def ece(probs: np.ndarray, gold_idx: np.ndarray) -> float:
-    from training.evaluation.nlu import expected_calibration_error
+    from evaluation.nlu import expected_calibration_error
 
     keep = gold_idx >= 0
     conf = probs[keep].max(1)

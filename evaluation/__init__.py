@@ -1,15 +1,38 @@
-"""Evaluators: one small class per aspect (dialogs, NLU, retrieval, efficiency).
+"""Evaluation: score a model before it goes live, and the reports that record it.
 
-Each is built from its data and called with the thing to evaluate; the call returns a dict of
-metrics and, given an output folder, writes a CSV. `run()` returns the full `EvalResult`.
-`python -m training.evaluate` runs them all and writes the report.
+- `evaluation.evaluate`: `run_evaluation(config, EvaluateOptions(...)) -> report folder`, and the
+  command line (`python -m evaluation --config ...`).
+- Evaluators, one small class per aspect (`dialog`, `nlu`, `retrieval`, `efficiency`): each is built
+  from its data and called with the thing to evaluate; the call returns a dict of metrics and,
+  given an output folder, writes a CSV. `run()` returns the full `EvalResult`.
+- `evaluation.report`: report.json / report.md, comparisons, `latest_report_dir`, `load_report`;
+  `evaluation.plots`: the PNGs.
+
+Names are re-exported lazily, so `import evaluation.report` (the app's Model tab) does not load
+sklearn or the assistant.
 """
-from training.evaluation.base import EvalResult, Evaluator
-from training.evaluation.dialog import Dialog, DialogEvaluator, Turn, load_dialogs
-from training.evaluation.efficiency import EfficiencyEvaluator, EfficiencyInputs
-from training.evaluation.nlu import FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator, load_intent_data
-from training.evaluation.retrieval import FaqRetrievalEvaluator, ProductRetrievalEvaluator
+from __future__ import annotations
 
-__all__ = ["EvalResult", "Evaluator", "Dialog", "Turn", "DialogEvaluator", "load_dialogs", "EfficiencyEvaluator",
-           "EfficiencyInputs", "NLUEvaluator", "FrozenEmbeddingCVEvaluator", "IntentSet", "load_intent_data",
-           "FaqRetrievalEvaluator", "ProductRetrievalEvaluator"]
+import core  # noqa: F401  (thread settings before torch or faiss load)
+
+import importlib  # noqa: E402
+from typing import Any  # noqa: E402
+
+_EXPORTS = {
+    "EvalResult": "evaluation.base", "Evaluator": "evaluation.base",
+    "Dialog": "evaluation.dialog", "Turn": "evaluation.dialog", "DialogEvaluator": "evaluation.dialog",
+    "load_dialogs": "evaluation.dialog",
+    "EfficiencyEvaluator": "evaluation.efficiency", "EfficiencyInputs": "evaluation.efficiency",
+    "NLUEvaluator": "evaluation.nlu", "FrozenEmbeddingCVEvaluator": "evaluation.nlu", "IntentSet": "evaluation.nlu",
+    "load_intent_data": "evaluation.nlu", "read_intents": "evaluation.nlu",
+    "FaqRetrievalEvaluator": "evaluation.retrieval", "ProductRetrievalEvaluator": "evaluation.retrieval",
+    "EvaluateOptions": "evaluation.evaluate", "run_evaluation": "evaluation.evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evaluation' has no attribute {name!r}")

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from service.errors import DataError
-
-log = logging.getLogger(__name__)
+from core.errors import DataError
+from core.jsonl import read_jsonl
 
 
 @dataclass
@@ -86,25 +84,11 @@ def ratio(num: int, den: int) -> float | None:
     return None if den == 0 else num / den
 
 
-def read_jsonl(path: str | Path, required: Sequence[str], what: str) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines file, each checked for `required` keys; DataError names the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file not found: {path}")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or any(k not in row for k in required):
-                raise DataError(f"{path}:{n}: expected a JSON object with {', '.join(repr(k) for k in required)}")
-            rows.append(row)
+def read_records(path: str | Path, required: Sequence[str], what: str) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines data file (core.jsonl.read_jsonl); an empty file is a DataError too."""
+    rows = read_jsonl(path, required, what)
     if not rows:
-        raise DataError(f"{path}: no {what} in the file")
+        raise DataError(f"{path}: no {what}s in the file")
     return rows
 
 

@@ -31,10 +31,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, precision_score, recall_score
 
-from service.errors import DataError
+from core.errors import DataError
+from evaluation.base import EvalResult, Evaluator, finite, ratio, read_records
 from service import smalltalk
 from service.reply import ACTIONS, Reply
-from training.evaluation.base import EvalResult, Evaluator, finite, ratio, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Dialog:
 
 def load_dialogs(path: str | Path) -> list[Dialog]:
     """Read and validate a dialogs file; DataError names the dialog and what is wrong."""
-    rows = read_jsonl(path, ("id", "turns"), "dialogs")
+    rows = read_records(path, ("id", "turns"), "dialog")
     dialogs, seen = [], set()
     for row in rows:
         did = str(row["id"])

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from training.evaluation.base import EvalResult, Evaluator
+from evaluation.base import EvalResult, Evaluator
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,10 @@
 """Score a model before it goes live: held-out dialogs, NLU, retrieval, efficiency; one report.
 
-    python -m training.evaluate --config configs/demo.yaml [--model DIR] [--dialogs PATH]
-        [--data DIR_OR_FILE] [--out DIR] [--compare DIR] [--folds K]
+    python -m evaluation --config configs/demo.yaml [--set SECTION.KEY=VALUE] [--model DIR]
+        [--dialogs PATH] [--data DIR_OR_FILE] [--out DIR] [--compare DIR] [--folds K] [--no-latest]
+
+From Python: `run_evaluation(config, EvaluateOptions(model_dir=..., compare_dir=...))` returns the
+report folder (what the command line does, without the printing).
 
 - Dialogs are replayed through the real `Assistant` (service.assembly.build_assistant), turn by
   turn, each dialog with a fresh SQLite store seeded with the config's orders.
@@ -20,37 +23,69 @@
 """
 from __future__ import annotations
 
-import os
+import argparse
+import dataclasses
+import logging
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-# torch and faiss each bring an OpenMP runtime; with both loaded, idle threads of one spin while the
-# other works. On a shared CPU that made a turn ~20x slower (357 ms vs 17 ms with a tiny model), so
-# latency would measure the spinning, not the model. Must be set before either library starts.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
+from core.config import PROJECT_ROOT, Config
+from core.errors import ArtifactError, ConfigError, DataError
+from evaluation import plots
+from evaluation.base import EvalResult, Evaluator
+from evaluation.dialog import DialogEvaluator, load_dialogs
+from evaluation.efficiency import EfficiencyEvaluator, EfficiencyInputs
+from evaluation.nlu import FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator, load_intent_data, read_intents
+from evaluation.report import (build_report, latest_report_dir, load_report, update_latest, write_comparison,
+                               write_report)
+from evaluation.retrieval import FaqRetrievalEvaluator, ProductRetrievalEvaluator
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+log = logging.getLogger(__name__)
 
-from service.cli import run_cli, setup_logging  # noqa: E402
-from service.config import PROJECT_ROOT, Config, load_config  # noqa: E402
-from service.errors import ArtifactError, ConfigError, DataError  # noqa: E402
-from training import plots  # noqa: E402
-from training.evaluation import (DialogEvaluator, EfficiencyEvaluator, EfficiencyInputs, EvalResult,  # noqa: E402
-                                 FaqRetrievalEvaluator, FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator,
-                                 ProductRetrievalEvaluator, load_dialogs, load_intent_data)
-from training.evaluation.nlu import read_intents  # noqa: E402
-from training.report import build_report, latest_report_dir, load_report, update_latest, write_comparison, write_report  # noqa: E402
+PROG = "python -m evaluation"
 
-log = logging.getLogger("training.evaluate")
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What to evaluate and where the report goes; every field may be left at its default.
+
+    The command line's flags, one for one: --model, --dialogs, --data, --out, --compare, --folds,
+    --no-latest.
+    """
+
+    model_dir: Path | None = None     # a trained model folder (teacher/, student/, served/); None: what the app serves
+    dialogs: Path | None = None       # held-out dialogs JSONL; None: the config's data.dialogs
+    intents: Path | None = None       # intents to score the NLU on (a JSONL file or a folder of splits);
+                                      # None: the dialog turns that state an intent
+    out_dir: Path | None = None       # report folder; None: <artifacts>/reports/<time>-<model>
+    compare_dir: Path | None = None   # another model folder or a previous report folder, put side by side
+    folds: int | None = None          # K-fold cross-validation of a linear probe on the frozen embeddings
+    update_latest: bool = True        # point <artifacts>/reports/latest at this report
+    command: str | None = None        # the command line, recorded in the report's meta
+
+    def __post_init__(self) -> None:
+        for name in ("model_dir", "dialogs", "intents", "out_dir", "compare_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+
+    def validate(self) -> None:
+        """ConfigError/DataError, naming the flag, for a bad fold count or an input that does not exist."""
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"--folds must be 2 or more, got {self.folds}")
+        for flag, path in (("dialogs", self.dialogs), ("data", self.intents), ("model", self.model_dir),
+                           ("compare", self.compare_dir)):
+            if path is not None and not path.exists():
+                raise DataError(f"--{flag} {path}: no such file or folder")
 
 
 @dataclass
@@ -62,35 +97,9 @@ class LoadedModel:
     kind: str                 # "trained" | "pretrained"
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m training.evaluate",
-        description="Evaluate a model on held-out dialogs (replayed through the real assistant), intents, "
-                    "FAQ/product retrieval and speed; write report.json, report.md and plots.")
-    p.add_argument("--config", default=None, help="deployment config (default: configs/demo.yaml)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="a trained model folder (teacher/, student/, served/); default: what the app serves")
-    p.add_argument("--dialogs", type=Path, default=None, help="held-out dialogs JSONL (default: data.dialogs)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="intents to score the NLU on: a JSONL file, or a folder with test.jsonl/val.jsonl "
-                        "(+ train.jsonl for a linear probe); default: the dialog turns that state an intent")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default: <artifacts>/reports/<time>-<model>)")
-    p.add_argument("--compare", type=Path, default=None,
-                   help="another model folder, or a previous report folder, to put side by side with deltas")
-    p.add_argument("--folds", type=int, default=None,
-                   help="K: stratified K-fold cross-validation of a logistic regression on the model's frozen "
-                        "embeddings (for small intent sets; CPU, seconds)")
-    p.add_argument("--no-latest", action="store_true", help="do not point <artifacts>/reports/latest at this report")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = p.parse_args(argv)
-    if args.folds is not None and args.folds < 2:
-        p.error("--folds must be 2 or more")
-    return args
-
-
 # ---- model, indexes, assistant --------------------------------------------------------------------
 def load_model(config: Config, model_dir: Path | None) -> LoadedModel:
-    from service.assembly import load_nlu, served_model_dir
+    from service.assembly import load_nlu
     from service.nlu import ModelNLU
 
     t0 = time.perf_counter()
@@ -99,11 +108,11 @@ def load_model(config: Config, model_dir: Path | None) -> LoadedModel:
         if not (model_dir / "attendant.json").is_file():
             raise ArtifactError(f"--model {model_dir}: not a trained model folder (no attendant.json); train one with "
                                 f"`accelerate launch -m training.train --config {config.path}`")
-        from training.model import load_support_model
+        from runtime.loading import load_support_model
 
         nlu = ModelNLU(load_support_model(model_dir))
         return LoadedModel(model_dir.name, nlu, model_dir, time.perf_counter() - t0, "trained")
-    served = served_model_dir(config)
+    served = config.layout.served_model_dir()
     nlu = load_nlu(config)
     elapsed = time.perf_counter() - t0
     if served is not None:
@@ -118,32 +127,24 @@ def indexed_config(config: Config, nlu: Any, workdir: Path) -> tuple[Config, str
 
     try:
         load_indexes(config, nlu.embedder)
-        return config, f"the config's own ({config.index_dir})"
+        return config, f"the config's own ({config.layout.indexes})"
     except ArtifactError as exc:
         tmp = dataclasses.replace(config, artifacts_dir=workdir / "artifacts")
         log.info("the indexes in %s do not fit %s (%s); building temporary ones in %s",
-                 config.index_dir, nlu.embedder.name, str(exc).split(";")[0], tmp.index_dir)
+                 config.layout.indexes, nlu.embedder.name, str(exc).split(";")[0], tmp.layout.indexes)
         build_indexes(tmp, embedder=nlu.embedder, show_progress=False)
         return tmp, "temporary, built for this model's encoder (the app's indexes were missing or from another encoder)"
 
 
 def assistant_factory(config: Config, nlu: Any, workdir: Path) -> Callable[[], Any]:
     """A function returning a fresh Assistant with a fresh, seeded SQLite store on every call."""
-    from service import assembly
+    from service.assembly import build_assistant, open_store
 
     counter = iter(range(1, 1_000_000))
 
     def make() -> Any:
-        path = workdir / f"eval-{next(counter)}.sqlite"
-        if hasattr(assembly, "open_store"):
-            store = assembly.open_store(config, path)
-        else:  # pragma: no cover - before the store existed
-            from service.store import Store
-
-            store = Store(path)
-            if config.data.orders is not None:
-                store.seed_orders(config.data.orders)
-        return assembly.build_assistant(config, nlu=nlu, store=store)
+        store = open_store(config, workdir / f"eval-{next(counter)}.sqlite")
+        return build_assistant(config, nlu=nlu, store=store)
 
     return make
 
@@ -174,56 +175,49 @@ def dialog_intents(dialogs_path: Path) -> IntentSet:
     return IntentSet(texts, labels, f"{dialogs_path} (dialog turns that state an intent)")
 
 
-def evaluate_model(config: Config, model: LoadedModel, args: argparse.Namespace, out_dir: Path,
-                   workdir: Path) -> dict[str, Any]:
-    """Run every evaluator that has data for `model`; write the CSVs, plots and report into `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    nlu = model.nlu
-    results: dict[str, EvalResult] = {}
-    plot_list: list[dict[str, str]] = []
-    notes: list[str] = []
+def _concat(sets: list[IntentSet], source: str) -> IntentSet:
+    return IntentSet([t for s in sets for t in s.texts], [l for s in sets for l in s.labels], source)
 
-    def keep(result: EvalResult, evaluator: Any) -> None:
-        results[result.name] = result
-        evaluator.write_csv(result, out_dir)
 
-    def add_plot(path: Path | None, section: str, title: str) -> None:
+class _Sections:
+    """The results, plots and notes of one model's evaluation, as the evaluators produce them."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.results: dict[str, EvalResult] = {}
+        self.plots: list[dict[str, str]] = []
+        self.notes: list[str] = []
+
+    def keep(self, result: EvalResult, evaluator: Evaluator) -> EvalResult:
+        self.results[result.name] = result
+        evaluator.write_csv(result, self.out_dir)
+        return result
+
+    def add_plot(self, path: Path | None, section: str, title: str) -> None:
         if path is not None:
-            plot_list.append({"file": path.name, "section": section, "title": title})
+            self.plots.append({"file": path.name, "section": section, "title": title})
 
-    cfg, index_note = indexed_config(config, nlu, workdir)
-    make_assistant = assistant_factory(cfg, nlu, workdir)
 
-    dialogs_path = args.dialogs or config.data.dialogs
-    if dialogs_path is not None:
-        ev = DialogEvaluator(dialogs_path)
-        log.info("replaying %d dialogs (%d turns) from %s", len(ev.dialogs), sum(len(d.turns) for d in ev.dialogs),
-                 dialogs_path)
-        keep(ev.run(make_assistant), ev)
-        add_plot(plots.latency_png(results["dialog"].arrays["latencies_ms"], out_dir / "turn_latency.png"),
-                 "efficiency", "Per-turn latency")
-    else:
-        notes.append("no held-out dialogs (set data.dialogs in the config or pass --dialogs): dialog metrics skipped")
-
-    # NLU on labelled intents
+def _evaluate_nlu(config: Config, nlu: Any, options: EvaluateOptions, dialogs_path: Path | None,
+                  sections: _Sections) -> IntentSet | None:
+    """NLU on labelled intents (+ a linear probe and K-fold CV when asked for); returns the scored set."""
     train_set: IntentSet | None = None
-    if args.data is not None:
-        eval_set, train_set = load_intent_data(args.data)
+    if options.intents is not None:
+        eval_set, train_set = load_intent_data(options.intents)
     elif dialogs_path is not None:
-        eval_set = dialog_intents(Path(dialogs_path))
+        eval_set = dialog_intents(dialogs_path)
     else:
         eval_set = None
     if eval_set is not None:
         ev = NLUEvaluator(eval_set)
-        res = ev.run(nlu)
-        keep(res, ev)
+        res = sections.keep(ev.run(nlu), ev)
         mismatch = (res.metrics.get("label_overlap") or 0.0) < 0.5 and bool(res.details.get("unknown_intents"))
         if mismatch:
             res.details["notes"][-1] += ("; the linear probe below shows how well its embeddings separate these intents"
                                          if train_set is not None else
                                          "; pass a folder with train.jsonl (linear probe) or --folds K to see how well "
                                          "its embeddings separate these intents")
-        notes += res.details.get("notes", [])
+        sections.notes += res.details.get("notes", [])
         if res.details.get("unknown_intents") and train_set is not None:
             probe_ev = NLUEvaluator(eval_set, name="nlu_probe")
             log.info("linear probe: logistic regression on the model's frozen embeddings of %s (%d examples)",
@@ -234,37 +228,60 @@ def evaluate_model(config: Config, model: LoadedModel, args: argparse.Namespace,
             probe.details["method"] = (f"logistic regression (C=10) fitted on the model's frozen embeddings of "
                                        f"{train_set.source}, scored on {eval_set.source}")
             probe.details["notes"] = []
-            keep(probe, probe_ev)
-    if args.folds:
-        if args.data is not None:
-            cv_data = _concat([s for s in (train_set, eval_set) if s is not None], str(args.data))
+            sections.keep(probe, probe_ev)
+    if options.folds:
+        if options.intents is not None:
+            cv_data = _concat([s for s in (train_set, eval_set) if s is not None], str(options.intents))
         else:
             cv_data = read_intents(config.data.intents)
-        ev = FrozenEmbeddingCVEvaluator(cv_data, folds=args.folds)
-        keep(ev.run(nlu.embedder), ev)
-    for name in ("nlu", "nlu_probe", "nlu_cv"):
-        overlap = results[name].metrics.get("label_overlap") if name in results else None
-        if name in results and (overlap is None or overlap >= 0.5):   # no plots of a label mismatch
-            title = {"nlu": "NLU", "nlu_probe": "linear probe", "nlu_cv": f"{args.folds}-fold CV"}[name]
-            for path in plots.nlu_plots(results[name], out_dir, name):
-                add_plot(path, name, f"{title}: {path.stem.removeprefix(name + '_').replace('_', ' ')}")
+        ev = FrozenEmbeddingCVEvaluator(cv_data, folds=options.folds)
+        sections.keep(ev.run(nlu.embedder), ev)
+    titles = {"nlu": "NLU", "nlu_probe": "linear probe", "nlu_cv": f"{options.folds}-fold CV"}
+    for name, title in titles.items():
+        result = sections.results.get(name)
+        overlap = result.metrics.get("label_overlap") if result is not None else None
+        if result is not None and (overlap is None or overlap >= 0.5):   # no plots of a label mismatch
+            for path in plots.nlu_plots(result, sections.out_dir, name):
+                sections.add_plot(path, name, f"{title}: {path.stem.removeprefix(name + '_').replace('_', ' ')}")
+    return eval_set
+
+
+def evaluate_model(config: Config, model: LoadedModel, options: EvaluateOptions, out_dir: Path,
+                   workdir: Path) -> dict[str, Any]:
+    """Run every evaluator that has data for `model`; write the CSVs, plots and report into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nlu = model.nlu
+    sections = _Sections(out_dir)
+    cfg, index_note = indexed_config(config, nlu, workdir)
+    make_assistant = assistant_factory(cfg, nlu, workdir)
+
+    dialogs_path = options.dialogs or config.data.dialogs
+    if dialogs_path is not None:
+        ev = DialogEvaluator(dialogs_path)
+        log.info("replaying %d dialogs (%d turns) from %s", len(ev.dialogs), sum(len(d.turns) for d in ev.dialogs),
+                 dialogs_path)
+        dialog = sections.keep(ev.run(make_assistant), ev)
+        sections.add_plot(plots.latency_png(dialog.arrays["latencies_ms"], out_dir / "turn_latency.png"),
+                          "efficiency", "Per-turn latency")
+    else:
+        sections.notes.append("no held-out dialogs (set data.dialogs in the config or pass --dialogs): "
+                              "dialog metrics skipped")
+
+    eval_set = _evaluate_nlu(config, nlu, options, Path(dialogs_path) if dialogs_path else None, sections)
 
     # Retrieval, through the same indexes the replay used
-    assistant = None
     if config.data.faq_heldout is not None or config.data.shopping_requests is not None:
         assistant = make_assistant()
-    if config.data.faq_heldout is not None:
-        ev = FaqRetrievalEvaluator(config.data.faq_heldout)
-        keep(ev.run(assistant), ev)
-    if config.data.shopping_requests is not None:
-        ev = ProductRetrievalEvaluator(config.data.shopping_requests)
-        keep(ev.run(assistant), ev)
+        if config.data.faq_heldout is not None:
+            ev = FaqRetrievalEvaluator(config.data.faq_heldout)
+            sections.keep(ev.run(assistant), ev)
+        if config.data.shopping_requests is not None:
+            ev = ProductRetrievalEvaluator(config.data.shopping_requests)
+            sections.keep(ev.run(assistant), ev)
 
-    # Efficiency
-    latencies = results["dialog"].arrays["latencies_ms"] if "dialog" in results else []
-    samples = eval_set.texts if eval_set is not None else []
-    ev = EfficiencyEvaluator(samples)
-    keep(ev.run(EfficiencyInputs(nlu, model.model_path, model.load_time_s, list(latencies))), ev)
+    latencies = sections.results["dialog"].arrays["latencies_ms"] if "dialog" in sections.results else []
+    ev = EfficiencyEvaluator(eval_set.texts if eval_set is not None else [])
+    sections.keep(ev.run(EfficiencyInputs(nlu, model.model_path, model.load_time_s, list(latencies))), ev)
 
     embedder = nlu.embedder
     meta = {
@@ -279,26 +296,22 @@ def evaluate_model(config: Config, model: LoadedModel, args: argparse.Namespace,
         "config": str(config.path),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
-        "command": "python -m training.evaluate " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("evaluate.py") else None,
+        "command": options.command,
         "data": {"dialogs": str(dialogs_path) if dialogs_path else None,
                  "intents": eval_set.source if eval_set is not None else None,
                  "faq_heldout": str(config.data.faq_heldout) if config.data.faq_heldout else None,
                  "shopping_requests": str(config.data.shopping_requests) if config.data.shopping_requests else None},
-        "notes": notes,
+        "notes": sections.notes,
     }
-    report = build_report(meta, results, plot_list)
-    js, md = write_report(report, out_dir)
+    report = build_report(meta, sections.results, sections.plots)
+    _, md = write_report(report, out_dir)
     log.info("report written: %s", md)
     return report
 
 
-def _concat(sets: list[IntentSet], source: str) -> IntentSet:
-    return IntentSet([t for s in sets for t in s.texts], [l for s in sets for l in s.labels], source)
-
-
 def default_out_dir(config: Config, model_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = config.reports_dir / f"{stamp}-{_slug(model_name)}"
+    base = config.layout.reports / f"{stamp}-{_slug(model_name)}"
     out, n = base, 1
     while out.exists():
         n += 1
@@ -306,7 +319,8 @@ def default_out_dir(config: Config, model_name: str) -> Path:
     return out
 
 
-def load_comparison(config: Config, path: Path, args: argparse.Namespace, out_dir: Path, workdir: Path) -> dict[str, Any]:
+def load_comparison(config: Config, path: Path, options: EvaluateOptions, out_dir: Path,
+                    workdir: Path) -> dict[str, Any]:
     """The report to compare with: a report folder as is, or a model folder evaluated now on the same data."""
     path = path.resolve()
     if (path / "report.json").is_file() or path.name == "report.json":
@@ -316,31 +330,75 @@ def load_comparison(config: Config, path: Path, args: argparse.Namespace, out_di
         log.info("evaluating %s for the comparison", path)
         sub = workdir / "compare"
         sub.mkdir(exist_ok=True)
-        return evaluate_model(config, other, args, out_dir / f"compare-{_slug(other.name)}", sub)
-    if path.is_dir() and latest_report_dir(path) is not None:
-        return load_report(latest_report_dir(path))
+        return evaluate_model(config, other, options, out_dir / f"compare-{_slug(other.name)}", sub)
+    latest = latest_report_dir(path) if path.is_dir() else None
+    if latest is not None:
+        return load_report(latest)
     raise ConfigError(f"--compare {path}: neither a model folder (with attendant.json) nor a report folder "
                       "(with report.json)")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    setup_logging(args.verbose)
-    config = load_config(args.config)
-    for flag in ("dialogs", "data", "model", "compare"):
-        p = getattr(args, flag)
-        if p is not None and not p.exists():
-            raise DataError(f"--{flag} {p}: no such file or folder")
-    model = load_model(config, args.model)
-    out_dir = (args.out or default_out_dir(config, model.name)).resolve()
+# ---- entry points ---------------------------------------------------------------------------------
+def run_evaluation(config: Config, options: EvaluateOptions | None = None) -> Path:
+    """Evaluate one model on the config's data (and compare it when asked); returns the report folder.
+
+    Writes report.json, report.md, the plots and CSVs (and compare.* with `compare_dir`) into
+    `options.out_dir` (default `<artifacts>/reports/<time>-<model>`), then points
+    `<artifacts>/reports/latest` at it unless `update_latest` is False.
+    """
+    options = options or EvaluateOptions()
+    options.validate()
+    model = load_model(config, options.model_dir)
+    out_dir = (options.out_dir or default_out_dir(config, model.name)).resolve()
     with tempfile.TemporaryDirectory(prefix="attendant-eval-") as tmp:
-        report = evaluate_model(config, model, args, out_dir, Path(tmp))
-        if args.compare is not None:
-            other = load_comparison(config, args.compare, args, out_dir, Path(tmp))
+        report = evaluate_model(config, model, options, out_dir, Path(tmp))
+        if options.compare_dir is not None:
+            other = load_comparison(config, options.compare_dir, options, out_dir, Path(tmp))
             _, md, _ = write_comparison(report, other, out_dir)
             log.info("comparison written: %s", md)
-    if not args.no_latest:
-        update_latest(config.reports_dir, out_dir)
+    if options.update_latest:
+        update_latest(config.layout.reports, out_dir)
+    return out_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Evaluate a model on held-out dialogs (replayed through the real assistant), intents, "
+                    "FAQ/product retrieval and speed; write report.json, report.md and plots.")
+    add_config_arguments(p)
+    p.add_argument("--model", type=Path, default=None,
+                   help="a trained model folder (teacher/, student/, served/); default: what the app serves")
+    p.add_argument("--dialogs", type=Path, default=None, help="held-out dialogs JSONL (default: data.dialogs)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="intents to score the NLU on: a JSONL file, or a folder with test.jsonl/val.jsonl "
+                        "(+ train.jsonl for a linear probe); default: the dialog turns that state an intent")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: <artifacts>/reports/<time>-<model>)")
+    p.add_argument("--compare", type=Path, default=None,
+                   help="another model folder, or a previous report folder, to put side by side with deltas")
+    p.add_argument("--folds", type=int, default=None,
+                   help="K: stratified K-fold cross-validation of a logistic regression on the model's frozen "
+                        "embeddings (for small intent sets; CPU, seconds)")
+    p.add_argument("--no-latest", action="store_true", help="do not point <artifacts>/reports/latest at this report")
+    return p
+
+
+def options_from_args(args: argparse.Namespace, command: str | None = None) -> EvaluateOptions:
+    return EvaluateOptions(model_dir=args.model, dialogs=args.dialogs, intents=args.data, out_dir=args.out,
+                           compare_dir=args.compare, folds=args.folds, update_latest=not args.no_latest,
+                           command=command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.folds is not None and args.folds < 2:
+        parser.error("--folds must be 2 or more")
+    setup_logging(args.verbose)
+    config = config_from_args(args)
+    out_dir = run_evaluation(config, options_from_args(args, command=f"{PROG} {shlex.join(argv)}".rstrip()))
+    report = load_report(out_dir)
     print(f"report: {out_dir / 'report.md'}")
     for key, value in report["summary"].items():
         if value is not None:

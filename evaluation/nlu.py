@@ -26,8 +26,9 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, average_precision_score, classification_report, confusion_matrix,
                              f1_score, precision_score, recall_score)
 
-from service.errors import DataError
-from training.evaluation.base import EvalResult, Evaluator, batched, finite, read_jsonl
+from core.errors import DataError
+from evaluation.base import EvalResult, Evaluator, batched, finite
+from service.nlu import read_intent_examples
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ class IntentSet:
 
 
 def read_intents(path: str | Path) -> IntentSet:
-    rows = read_jsonl(path, ("text", "intent"), "intent examples")
-    return IntentSet([str(r["text"]) for r in rows], [str(r["intent"]) for r in rows], str(path))
+    texts, labels = read_intent_examples(Path(path))
+    return IntentSet(texts, labels, str(path))
 
 
 def load_intent_data(path: str | Path) -> tuple[IntentSet, IntentSet | None]:

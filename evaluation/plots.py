@@ -5,7 +5,6 @@ the path, or returns None when there is nothing to plot.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,9 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from training.evaluation.base import EvalResult  # noqa: E402
-
-log = logging.getLogger(__name__)
+from evaluation.base import EvalResult  # noqa: E402
 
 DPI = 110
 MAX_MATRIX_CLASSES = 20   # the reduced confusion matrix shows at most this many classes

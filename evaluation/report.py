@@ -4,7 +4,7 @@ Layout of a report folder:
 ```
 report.json   {"format", "meta", "summary", "sections": {evaluator: {"metrics", ...}}, "plots", "definitions"}
 report.md     the same as tables, with the plots inline
-*.png         plots (training/plots.py);  *_results.csv  one CSV per evaluator
+*.png         plots (evaluation/plots.py);  *_results.csv  one CSV per evaluator
 compare.md / compare.json / compare.png   with --compare: this run against another, with deltas
 ```
 `reports_dir/latest` points at the newest report (a symlink replaced atomically), which is what the
@@ -16,11 +16,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from service.errors import ArtifactError
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import ArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -147,22 +147,10 @@ def build_report(meta: dict[str, Any], sections: dict[str, Any], plots: Iterable
                    "plots": list(plots), "definitions": {k: v for k, v in DEFINITIONS.items() if k in used}})
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     js, md = out_dir / REPORT_FILE, out_dir / "report.md"
-    atomic_write_text(js, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(js, report)
     atomic_write_text(md, render_markdown(report))
     return js, md
 
@@ -174,7 +162,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
         report = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"no evaluation report at {p}; write one with "
-                            "`python -m training.evaluate --config <config> --out <folder>`") from None
+                            "`python -m evaluation --config <config> --out <folder>`") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"cannot read the evaluation report {p}: {exc}") from None
     if not isinstance(report, dict) or "sections" not in report:
@@ -370,13 +358,12 @@ def render_comparison(a: dict[str, Any], b: dict[str, Any], rows: list[dict[str,
 
 
 def write_comparison(a: dict[str, Any], b: dict[str, Any], out_dir: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
-    from training.plots import compare_png
+    from evaluation.plots import compare_png
 
     rows = compare_reports(a, b)
     names = (str(a.get("meta", {}).get("model", "this run")), str(b.get("meta", {}).get("model", "other")))
     png = compare_png(rows, names, Path(out_dir) / "compare.png", title=f"{names[0]} vs {names[1]}")
     js, md = Path(out_dir) / "compare.json", Path(out_dir) / "compare.md"
-    atomic_write_text(js, json.dumps(_clean({"a": a.get("meta"), "b": b.get("meta"), "rows": rows}), indent=2,
-                                     ensure_ascii=False) + "\n")
+    atomic_write_json(js, _clean({"a": a.get("meta"), "b": b.get("meta"), "rows": rows}))
     atomic_write_text(md, render_comparison(a, b, rows, png.name if png else None))
     return js, md, rows

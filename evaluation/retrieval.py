@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from training.evaluation.base import EvalResult, Evaluator, batched, read_jsonl
+from evaluation.base import EvalResult, Evaluator, batched, read_records
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,12 @@ MRR_DEPTH = 10
 
 def read_faq_heldout(path: str | Path) -> list[dict[str, Any]]:
     return [{"faq_id": str(r["faq_id"]), "text": str(r["text"])}
-            for r in read_jsonl(path, ("faq_id", "text"), "held-out FAQ paraphrases")]
+            for r in read_records(path, ("faq_id", "text"), "held-out FAQ paraphrase")]
 
 
 def read_shopping_requests(path: str | Path) -> list[dict[str, Any]]:
     return [{"text": str(r["text"]), "relevant_ids": [str(i) for i in r["relevant_ids"]]}
-            for r in read_jsonl(path, ("text", "relevant_ids"), "shopping requests")]
+            for r in read_records(path, ("text", "relevant_ids"), "shopping request")]
 
 
 def _encode(embedder: Any, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:

@@ -11,8 +11,8 @@ _EXPORTS = {
     "Embedder": "runtime.embedder", "resolve_model_path": "runtime.embedder", "DEFAULT_ENCODER": "runtime.embedder",
     "VectorIndex": "retrieval.index", "Hit": "retrieval.index",
     "FaqIndex": "retrieval.faq", "calibrate_faq_threshold": "retrieval.faq",
-    "Recommender": "retrieval.recommend", "Suggestion": "retrieval.recommend", "Filters": "retrieval.recommend",
-    "parse_filters": "retrieval.recommend",
+    "Recommender": "retrieval.recommend", "Suggestion": "retrieval.recommend",
+    "Filters": "retrieval.filters", "parse_filters": "retrieval.filters", "category_vocabulary": "retrieval.filters",
     "build_indexes": "retrieval.build", "load_indexes": "retrieval.build",
 }
 

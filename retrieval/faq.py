@@ -17,7 +17,7 @@ import numpy as np
 from retrieval.index import BUILD_HINT, Hit, VectorIndex
 
 if TYPE_CHECKING:
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 import faiss
 import numpy as np
 
-from service.errors import ArtifactError
+from core.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 

@@ -54,19 +54,17 @@ def fit_oos_detector(config: Config, nlu: NLU) -> OOSDetector:
                                                encoder_fingerprint=nlu.embedder.fingerprint)
     validation = read_validation_split(nlu.model.name_or_path) if hasattr(nlu, "model") else None
     if not validation:
-        raise ArtifactError(f"the served model in {nlu.embedder.name} does not record the examples its training held "
+        raise ArtifactError(f"the model at {nlu.embedder.name} does not record the examples its training held "
                             f"out (validation.jsonl), so out-of-scope detection cannot be calibrated without using "
                             f"training examples; rebuild it with `python -m training.pipeline --config {config.path} "
                             f"--force`")
-    intents_file = Path(str(nlu.model.metadata.get("intents_file") or config.data.intents)) \
-        if hasattr(nlu.model, "metadata") else config.data.intents
+    intents_file = Path(str(getattr(nlu.model, "metadata", {}).get("intents_file") or config.data.intents))
     if not intents_file.is_file():
         intents_file = config.data.intents
     held_out = {r["text"] for r in validation}
     train = [r for r in read_jsonl(intents_file, ("text", "intent"), "intent example") if str(r["text"]) not in held_out]
     train_texts, val_texts = [str(r["text"]) for r in train], [r["text"] for r in validation]
     train_intents, val_intents = [str(r["intent"]) for r in train], [r["intent"] for r in validation]
-    train_texts, val_texts = list(splits.train["text"]), list(splits.validation["text"])
     _, train_emb = nlu.model.predict(train_texts)
     val_probs, val_emb = nlu.model.predict(val_texts)
     return OOSDetector.fit(nlu.labels, np.asarray(train_emb), train_intents, np.asarray(val_probs),

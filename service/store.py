@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from service.errors import ArtifactError, DataError
+from core.errors import ArtifactError, DataError
 from service.sessions import SessionState
 
 log = logging.getLogger(__name__)

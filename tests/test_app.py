@@ -3,7 +3,7 @@ gradio_client; plus the command line's help and one-line errors."""
 import subprocess
 import sys
 
-from service.config import PROJECT_ROOT
+from core.config import PROJECT_ROOT
 
 
 def run_app(*args):

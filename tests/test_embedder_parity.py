@@ -5,7 +5,7 @@ import numpy as np
 def test_embeddings_match_sentence_transformers(embedder):
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.embedder import resolve_model_path
+    from runtime.embedder import resolve_model_path
 
     reference = SentenceTransformer(resolve_model_path(embedder.name), device="cpu")
     texts = ["How long does standard delivery take?", "a quiet dishwasher under $600", "hi"]

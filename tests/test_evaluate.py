@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 import yaml
 
+from core.config import PROJECT_ROOT
+from evaluation.dialog import DialogEvaluator, load_dialogs
+from evaluation.efficiency import EfficiencyEvaluator, EfficiencyInputs
+from evaluation.nlu import FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator, expected_calibration_error, read_intents
+from evaluation.report import build_report, compare_reports, latest_report_dir, load_report, update_latest, write_report
+from evaluation.retrieval import FaqRetrievalEvaluator, ProductRetrievalEvaluator
 from retrieval.index import Hit
 from retrieval.recommend import Suggestion
-from service.config import PROJECT_ROOT
 from service.engine import Assistant
 from service.nlu import NLUResult
 from service.policy import Thresholds
-from training.evaluation import (DialogEvaluator, EfficiencyEvaluator, EfficiencyInputs, FaqRetrievalEvaluator,
-                                 FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator, ProductRetrievalEvaluator,
-                                 load_dialogs)
-from training.evaluation.nlu import expected_calibration_error, read_intents
-from training.report import build_report, compare_reports, latest_report_dir, load_report, update_latest, write_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 WORLD = json.loads((FIXTURES / "world.json").read_text())
@@ -152,7 +152,7 @@ def test_dialog_metrics_broken_model_always_greeting():
 
 
 def test_dialog_file_errors_name_the_dialog(tmp_path):
-    from service.errors import DataError
+    from core.errors import DataError
 
     bad = tmp_path / "d.jsonl"
     bad.write_text('{"id": "x", "turns": [{"user": "hi", "expect": {"action": "dance"}}]}\n')
@@ -263,7 +263,7 @@ def _dialog_report(always, out: Path, name: str) -> dict:
 
 
 def test_report_compare_and_latest(tmp_path):
-    from training.report import write_comparison
+    from evaluation.report import write_comparison
 
     good = _dialog_report(None, tmp_path / "good", "good")
     broken = _dialog_report("greeting", tmp_path / "broken", "broken")
@@ -288,15 +288,15 @@ def test_model_tab_renders_the_latest_report(tmp_path):
 
     import gradio as gr
 
-    from service.config import load_config
-    from service.model_tab import build_model_tab, load_latest
+    from core.config import load_config
+    from webapp.model_tab import build_model_tab, load_latest
 
     config = dataclasses.replace(load_config(), artifacts_dir=tmp_path / "artifacts")
     text, images = load_latest(config)
     assert "No evaluation report yet" in text and images == []
     out = config.reports_dir / "run1"
     _dialog_report(None, out, "good")
-    from training.plots import latency_png
+    from evaluation.plots import latency_png
 
     latency_png([1.0, 2.0, 3.0], out / "turn_latency.png")
     report = load_report(out)
@@ -329,8 +329,8 @@ def _tmp_demo_config(tmp_path: Path, **overrides) -> Path:
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from service.cli import run_cli
-    from training.evaluate import main
+    from core.cli import run_cli
+    from evaluation.evaluate import main
 
     cfg = _tmp_demo_config(tmp_path)
     assert run_cli(main, ["--config", str(cfg), "--model", str(tmp_path)]) == 2
@@ -340,22 +340,51 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_run_evaluation_checks_its_options_before_loading_anything(tmp_path):
+    from core.config import load_config
+    from core.errors import ArtifactError, ConfigError, DataError
+    from evaluation import EvaluateOptions, run_evaluation
+
+    config = load_config(_tmp_demo_config(tmp_path))
+    options = EvaluateOptions(model_dir=str(tmp_path), compare_dir=str(tmp_path / "old"))
+    assert options.model_dir == tmp_path and isinstance(options.compare_dir, Path)
+    with pytest.raises(DataError, match="--compare .*no such file"):
+        run_evaluation(config, options)
+    with pytest.raises(ConfigError, match="--folds"):
+        run_evaluation(config, EvaluateOptions(folds=1))
+    with pytest.raises(ArtifactError, match="not a trained model folder"):
+        run_evaluation(config, EvaluateOptions(model_dir=tmp_path))
+    assert not (tmp_path / "artifacts" / "reports").exists()
+
+
+def test_python_dash_m_evaluation_is_the_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "evaluation", "--help"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: python -m evaluation")
+    for flag in ("--config", "--set", "--model", "--compare", "--dialogs", "--data", "--folds", "--no-latest"):
+        assert flag in out.stdout
+
+
 def test_cli_smoke_on_the_demo_config(tmp_path, tiny_encoder_dir, capsys):
     """The whole command on the demo pack: a 3-dialog file, trimmed held-out sets, a tiny encoder (speed)."""
-    from service.cli import run_cli
-    from training.evaluate import main
+    from core.cli import run_cli
+    from evaluation.evaluate import main
 
     demo = PROJECT_ROOT / "data" / "demo"
     for name, n in (("faq_heldout.jsonl", 12), ("shopping_requests.jsonl", 6), ("dialogs.jsonl", 3)):
         lines = (demo / name).read_text(encoding="utf-8").splitlines()[:n]
         (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = _tmp_demo_config(tmp_path, encoder__name=str(tiny_encoder_dir),
-                           data__faq_heldout=str(tmp_path / "faq_heldout.jsonl"),
+    cfg = _tmp_demo_config(tmp_path, data__faq_heldout=str(tmp_path / "faq_heldout.jsonl"),
                            data__shopping_requests=str(tmp_path / "shopping_requests.jsonl"))
     previous = tmp_path / "previous"
     _dialog_report("greeting", previous, "broken")       # a previous report to compare with
     out = tmp_path / "report"
-    code = run_cli(main, ["--config", str(cfg), "--dialogs", str(tmp_path / "dialogs.jsonl"), "--out", str(out),
+    code = run_cli(main, ["--config", str(cfg), "--set", f"encoder.name={tiny_encoder_dir}",
+                          "--dialogs", str(tmp_path / "dialogs.jsonl"), "--out", str(out),
                           "--folds", "2", "--compare", str(previous)])
     assert code == 0, capsys.readouterr().err
     report = load_report(out)
@@ -365,6 +394,8 @@ def test_cli_smoke_on_the_demo_config(tmp_path, tiny_encoder_dir, capsys):
     assert report["sections"]["faq_retrieval"]["metrics"]["faq_queries"] == 12
     assert report["sections"]["nlu_cv"]["metrics"]["folds"] == 2
     assert "temporary" in report["meta"]["indexes"]
+    assert report["meta"]["encoder"] == str(tiny_encoder_dir)                      # --set reached the config
+    assert report["meta"]["command"].startswith("python -m evaluation --config ")
     assert report["plots"] and all((out / p["file"]).is_file() for p in report["plots"])
     assert (out / "report.md").is_file() and (out / "dialog_results.csv").is_file()
     compare = (out / "compare.md").read_text()
@@ -375,10 +406,10 @@ def test_cli_smoke_on_the_demo_config(tmp_path, tiny_encoder_dir, capsys):
 
 def test_model_flag_loads_a_support_model_folder(tmp_path, tiny_encoder_dir):
     """`--model DIR` serves the folder through ModelNLU, as the app serves a trained model."""
-    from service.config import load_config
+    from core.config import load_config
     from service.nlu import ModelNLU
-    from training.evaluate import load_model
-    from training.model import SupportModel
+    from evaluation.evaluate import load_model
+    from runtime.model import SupportModel
 
     model = SupportModel.from_encoder(str(tiny_encoder_dir), ["greeting", "thanks"])
     model.fit_head(model.encode(["hi", "hello", "thanks", "thank you"]), np.array([0, 0, 1, 1]))

@@ -10,9 +10,9 @@ import pytest
 
 from retrieval.build import build_indexes, load_indexes, main as build_main
 from retrieval.faq import FaqIndex, _best_threshold, calibrate_faq_threshold
-from service.cli import run_cli
-from service.config import PROJECT_ROOT, load_config
-from service.errors import ArtifactError
+from core.cli import run_cli
+from core.config import PROJECT_ROOT, load_config
+from core.errors import ArtifactError
 from tests.conftest import read_jsonl
 
 SMALL_FAQ = [
@@ -117,7 +117,7 @@ def test_build_then_load(tiny_config, embedder, tiny_encoder_dir):
     assert faq.search(embedder.encode(["shipping price"])[0], 1)[0].id == "ship"
     assert [s.product["id"] for s in rec.recommend("a quiet dishwasher", k=1)] == ["A1"]
 
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
     other = Embedder(tiny_encoder_dir)
     with pytest.raises(ArtifactError, match=r"different encoder.*python -m retrieval\.build --config .*shop\.yaml"):
@@ -147,7 +147,7 @@ def test_cli_bad_data_is_one_line(tiny_config, capsys):
     Path(tiny_config.data.products).write_text('{"id": "x"}\n')
     assert run_cli(build_main, ["--config", str(tiny_config.path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "products.jsonl:1" in err and "\n" not in err
+    assert err.startswith("error:") and "products.jsonl: line 1" in err and "\n" not in err
 
 
 def test_cli_help_runs_as_a_module():

@@ -9,7 +9,7 @@ import pytest
 
 import retrieval.index as index_mod
 from retrieval.index import INDEX_FILE, META_FILE, TOMBSTONE_REBUILD_FRACTION, VectorIndex
-from service.errors import ArtifactError
+from core.errors import ArtifactError
 
 DIM = 32
 N = 400

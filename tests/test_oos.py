@@ -1,4 +1,4 @@
-"""Out-of-scope detection (service/oos.py): threshold calibration on hand-made scores, the detector on
+"""Out-of-scope detection (service/oos/): threshold calibration on hand-made scores, the detector on
 synthetic clusters (fit, flags, save/load), and one small check on real MiniLM embeddings."""
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from service.errors import ArtifactError
+from core.errors import ArtifactError
 from service.nlu import NLUResult
-from service.oos import (OOSCalibration, OOSDetector, apply_temperature, calibrate_oos_threshold, fit_temperature,
-                         knn_similarity_score, max_prob_score, oos_figures)
+from runtime.calibration import fit_temperature
+from service.oos import (OOSCalibration, OOSDetector, apply_temperature, calibrate_oos_threshold, knn_similarity_score,
+                         max_prob_score, oos_figures, validation_temperature)
 
 # ---------------------------------------------------------------------- calibration on a constructed example
 # Ten in-scope examples, all predicted right, and four OOS examples; scores: higher = more in scope.
@@ -115,7 +116,11 @@ def test_temperature_fit_recovers_the_temperature_that_generated_the_labels():
     p_true = apply_temperature(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), true_t)
     targets = np.array([rng.choice(6, p=p) for p in p_true])
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    assert fit_temperature(probs, targets) == pytest.approx(true_t, rel=0.1)
+    gold = [f"i{t}" for t in targets[:-1]] + ["oos"]       # a label the NLU does not know: that row is ignored
+    fitted = validation_temperature(probs, [f"i{j}" for j in range(6)], gold)
+    assert fitted == pytest.approx(true_t, rel=0.1)
+    # the shared fit on log-probabilities, rows with a negative target ignored
+    assert fitted == fit_temperature(np.log(probs), np.append(targets[:-1], -1), bounds=(0.05, 20.0))
     assert max_prob_score(probs, 2.5).mean() < max_prob_score(probs).mean()
 
 

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from service.config import PROJECT_ROOT
+from core.config import PROJECT_ROOT
 from service.operator import OperatorConsole
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.recommend import Filters, category_vocabulary, parse_filters
+from retrieval.filters import Filters, category_vocabulary, parse_filters
 from tests.conftest import read_jsonl
 
 CATS = ["audio", "kitchen", "laptops", "tv", "gaming", "furniture", "phones_tablets", "cameras", "smart_home"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ArtifactError
+from core.errors import ArtifactError
 from service.sessions import SessionState
 from service.store import MIGRATIONS, Store
 

@@ -4,7 +4,7 @@ import random
 import pytest
 
 from service.pii import redact
-from service.presenters import escape_user_text
+from webapp.presenters import escape_user_text
 from service.text import clean_message
 
 

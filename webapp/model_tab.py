@@ -1,7 +1,7 @@
 """A read-only "Model" tab: the latest evaluation report's tables and plots.
 
 Call `build_model_tab(config)` inside an open `gr.Blocks` / `gr.Tab` context. It reads
-`config.reports_dir/latest` (written by `python -m training.evaluate`); the reload button
+`config.reports_dir/latest` (written by `python -m evaluation`); the reload button
 re-reads it, so a new evaluation shows up without restarting the app. No callback changes anything.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ MAX_ROWS = 30   # rows per table in the tab (report.md and the CSVs have them al
 
 def _no_report(config: Config) -> str:
     return (f"No evaluation report yet for **{config.name}**.\n\nWrite one with:\n\n"
-            f"```\npython -m training.evaluate --config {config.path}\n```")
+            f"```\npython -m evaluation --config {config.path}\n```")
 
 
 def _images(report_dir: Path, report: dict[str, Any]) -> list[tuple[Any, str]]:
@@ -47,7 +47,7 @@ def _images(report_dir: Path, report: dict[str, Any]) -> list[tuple[Any, str]]:
 
 def load_latest(config: Config) -> tuple[str, list[tuple[Any, str]]]:
     """Markdown for the tab and its plots, from the latest report (or a how-to when there is none)."""
-    from training.report import latest_report_dir, load_report, render_markdown
+    from evaluation.report import latest_report_dir, load_report, render_markdown
 
     report_dir = latest_report_dir(config.reports_dir)
     if report_dir is None:
@@ -60,7 +60,7 @@ def load_latest(config: Config) -> tuple[str, list[tuple[Any, str]]]:
     compare = report_dir / "compare.json"
     if compare.is_file():
         try:
-            from training.report import render_comparison
+            from evaluation.report import render_comparison
 
             data = json.loads(compare.read_text(encoding="utf-8"))
             text += "\n\n" + render_comparison({"meta": data["a"]}, {"meta": data["b"]}, data["rows"])
