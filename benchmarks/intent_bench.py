@@ -74,7 +74,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--name", default=None, help="result name (default: the data folder's name)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     p.add_argument("--work", default=None, help="where models and logs go (default: a temporary folder)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the teacher recipe")
+    p.add_argument("--set", action="append", default=[], metavar="training.KEY=VALUE", help="override the teacher recipe")
     p.add_argument("--throughput-steps", type=int, default=40, help="optimizer steps per throughput run")
     p.add_argument("--skip-teacher", action="store_true")
     p.add_argument("--skip-baselines", action="store_true")
@@ -148,7 +148,7 @@ def launch(num_processes: int, args: list[str], threads: int | None, log: Path) 
     cmd += ["-m", "training.train", *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     if threads:
-        cmd[cmd.index("training.train") + 1:cmd.index("training.train") + 1] = ["--set", f"num_threads={threads}"]
+        cmd[cmd.index("training.train") + 1:cmd.index("training.train") + 1] = ["--set", f"training.num_threads={threads}"]
     t0 = time.perf_counter()
     with log.open("w") as fh:
         code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
@@ -156,7 +156,7 @@ def launch(num_processes: int, args: list[str], threads: int | None, log: Path) 
 
 
 def recipe_args(recipe: dict) -> list[str]:
-    return [f"--set={k}={json.dumps(v)}" for k, v in recipe.items()]  # JSON is valid YAML
+    return [f"--set=training.{k}={json.dumps(v)}" for k, v in recipe.items()]  # JSON is valid YAML
 
 
 def main() -> int:
@@ -186,7 +186,7 @@ def main() -> int:
     recipe = dict(TEACHER_RECIPE)
     for item in a.set:
         k, _, v = item.partition("=")
-        recipe[k.strip()] = yaml.safe_load(v)  # the same parsing as training.train --set
+        recipe[k.strip().removeprefix("training.")] = yaml.safe_load(v)  # the same parsing as training.train --set
     common = ["--config", a.config, "--train-file", str(train_path), "--no-faq"]
     if not a.skip_teacher:
         print("teacher (1 process) ...", flush=True)

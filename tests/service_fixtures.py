@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import PROJECT_ROOT, load_config
+from core.config import PROJECT_ROOT, load_config
 
 
 def write_demo_config(folder: Path, **overrides: str) -> Path:

@@ -1,4 +1,4 @@
-"""training.compress / training.onnx_model: the served (compressed) student.
+"""training.compress / runtime.onnx_model: the served (compressed) student.
 
 The fp32 model is the tiny teacher of test_distill (random 2-layer BERT + a fitted head): what is
 tested here is the compression, not the quality of the model.
@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from service.cli import run_cli
-from service.errors import ArtifactError, ConfigError
+from core.cli import run_cli
+from core.errors import ArtifactError, ConfigError
 from tests.test_distill import INTENTS, make_teacher, write_project
 from training import compress
-from training.compress import CompressionSettings, compress_model, is_stale
-from training.model import SupportModel, load_support_model
+from core.config import CompressionSettings
+from runtime.loading import is_made_from
+from training.compress import compress_model
+from runtime.model import SupportModel
+from runtime.loading import load_support_model
 
 SAMPLE = [t for ts in INTENTS.values() for t in ts] + ["where is my refund", "hello, is my parcel coming?",
                                                        "money back for the lamp", "good morning, any news"]
@@ -98,17 +101,17 @@ def test_fingerprint_follows_the_weights_and_tampering_is_caught(fp32_dir, serve
 def test_rewrite_is_atomic_and_staleness_follows_the_source(fp32_dir, tmp_path):
     out = tmp_path / "served"
     compress_model(fp32_dir, out, CompressionSettings(format="onnx-fp32"), SAMPLE[:5])
-    assert not is_stale(out, fp32_dir)
+    assert is_made_from(out, fp32_dir)
     first = load_support_model(out).fingerprint
     compress_model(fp32_dir, out, CompressionSettings(min_agreement=0.0), SAMPLE[:5])   # replaces it in place
     assert load_support_model(out).fingerprint != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]  # no temporary folders left behind
     retrained = SupportModel.from_pretrained(fp32_dir)
-    assert not is_stale(out, retrained.save_pretrained(tmp_path / "same"))   # same weights: same fingerprint
+    assert is_made_from(out, retrained.save_pretrained(tmp_path / "same"))   # same weights: same fingerprint
     with torch.no_grad():
         retrained.intent_head.bias.add_(0.1)
-    assert is_stale(out, retrained.save_pretrained(tmp_path / "other"))      # new weights: compress again
-    assert is_stale(tmp_path / "missing", fp32_dir)
+    assert not is_made_from(out, retrained.save_pretrained(tmp_path / "other"))      # new weights: compress again
+    assert not is_made_from(tmp_path / "missing", fp32_dir)
 
 
 def test_int8_below_the_agreement_floor_falls_back_to_fp32(fp32_dir, tmp_path, monkeypatch):
@@ -125,26 +128,28 @@ def test_int8_below_the_agreement_floor_falls_back_to_fp32(fp32_dir, tmp_path, m
 
 
 def test_compress_cli_and_bad_settings_are_one_line(tmp_path, tiny_encoder_dir, capsys):
-    config = write_project(tmp_path / "p", tiny_encoder_dir, {"compression": {"format": "onnx-int4"}})
+    config = write_project(tmp_path / "p", tiny_encoder_dir, compression={"format": "onnx-int4"})
     code = run_cli(compress.main, ["--config", str(config)])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "distill.compression.format must be one of" in err
-    config = write_project(tmp_path / "p", tiny_encoder_dir, {"compression": {"per_chanel": True}})
+    assert code == 2 and err.count("\n") == 1 and "compression.format must be one of" in err
+    config = write_project(tmp_path / "p", tiny_encoder_dir, compression={"per_chanel": True})
     code = run_cli(compress.main, ["--config", str(config)])
     err = capsys.readouterr().err
-    assert code == 2 and "unknown key(s) in 'distill.compression': per_chanel" in err
+    assert code == 2 and "unknown key(s) in 'compression': per_chanel" in err
     config = write_project(tmp_path / "p", tiny_encoder_dir)
     code = run_cli(compress.main, ["--config", str(config)])
     err = capsys.readouterr().err
     assert code == 2 and "no fp32 student at" in err and "training.distill --config" in err
     make_teacher(tiny_encoder_dir, tmp_path / "p" / "artifacts" / "student")
-    code = run_cli(compress.main, ["--config", str(config), "--set", "min_agreement=0"])
+    code = run_cli(compress.main, ["--config", str(config), "--set", "compression.min_agreement=0"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "served model:" in captured.out and "int8" in captured.out
     assert load_support_model(tmp_path / "p" / "artifacts" / "served").labels == sorted(INTENTS)
-    with pytest.raises(ConfigError):
-        CompressionSettings.from_section({"compression": {"min_agreement": 2}})
+    from core.config import load_config
+
+    with pytest.raises(ConfigError, match="compression.min_agreement must be in"):
+        load_config(config, ["compression.min_agreement=2"])
 
 
 def test_torch_dynamic_int8_keeps_the_interface(fp32_dir):

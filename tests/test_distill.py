@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from service.cli import run_cli
-from service.errors import ConfigError
+from core.cli import run_cli
+from core.errors import ConfigError
 from training import distill
-from training.model import SupportModel, load_support_model
+from runtime.model import SupportModel
+from runtime.loading import load_support_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,11 +40,14 @@ FAQ = [
     {"id": "f2", "question": "Can I return an item?", "answer": "Yes, within 30 days.",
      "paraphrases": ["return policy", "can i send it back", "how to return"]},
 ]
+# The teacher's held-out rows (saved in its folder): the student must validate on exactly these.
+HELD_OUT = [{"text": texts[-1], "intent": intent} for intent, texts in INTENTS.items()] + \
+    [{"text": texts[0], "intent": intent} for intent, texts in INTENTS.items()]
 DISTILL = {"batch_size": 8, "eval_batch_size": 32, "learning_rate": 3e-3, "head_learning_rate": 1e-2,
            "log_every": 2, "tensorboard": False, "augment_copies": 1, "val_fraction": 0.2}
 
 
-def write_project(root: Path, encoder_dir: Path, distill_section: dict | None = None) -> Path:
+def write_project(root: Path, encoder_dir: Path, distill_section: dict | None = None, **sections: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "intents.jsonl", "w", encoding="utf-8") as fh:
         for intent, texts in INTENTS.items():
@@ -56,7 +60,7 @@ def write_project(root: Path, encoder_dir: Path, distill_section: dict | None = 
     config = {"name": "tiny", "data": {"intents": "intents.jsonl", "faq": "faq.jsonl", "products": "products.jsonl"},
               "artifacts_dir": "artifacts", "encoder": {"name": str(encoder_dir), "max_length": 24},
               "training": {"val_fraction": 0.2, "tensorboard": False},
-              "distill": {**DISTILL, **(distill_section or {})}}
+              "distill": {**DISTILL, **(distill_section or {})}, **sections}
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -80,7 +84,7 @@ def make_teacher(encoder_dir: Path, out: Path, layers: int = 2) -> Path:
     _, emb = model.predict_logits(texts)
     model.fit_head(emb, ids, C=10.0)
     model.metadata = {"settings": {"seed": 42, "val_fraction": 0.2}, "intents_file": ""}
-    return model.save_pretrained(out)
+    return model.save_pretrained(out, validation=HELD_OUT)
 
 
 @pytest.fixture()
@@ -110,7 +114,7 @@ def test_help_lists_the_flags(capsys):
     ({"student_layrs": 2}, "unknown key(s) in 'distill': student_layrs"),
     ({"temperature": 0}, "distill.temperature must be positive"),
     ({"layer_selection": "middle"}, "distill.layer_selection must be one of"),
-    ({"batch_size": "many"}, "distill.batch_size must be a number"),
+    ({"batch_size": "many"}, "distill.batch_size must be an integer"),
     ({"kd_weight": 0, "ce_weight": 0, "embedding_weight": 0}, "must leave some loss"),
 ])
 def test_bad_distill_config_is_one_line(tmp_path, tiny_encoder_dir, capsys, section, message):
@@ -158,7 +162,8 @@ def test_distillation_texts_keep_validation_out_and_label_only_gold_rows():
 
 def test_distil_a_student_from_a_tiny_teacher(project, capsys, tmp_path):
     artifacts = project.parent / "artifacts"
-    common = ["--config", str(project), "--max-steps", "16", "--set", "eval_every=8", "--set", "checkpoint_every=8"]
+    common = ["--config", str(project), "--max-steps", "16", "--set", "distill.eval_every=8",
+              "--set", "distill.checkpoint_every=8"]
     code, err = run(common, capsys)
     assert code == 0, err
     student_dir, work = artifacts / "student", artifacts / "runs" / "student"
@@ -175,6 +180,12 @@ def test_distil_a_student_from_a_tiny_teacher(project, capsys, tmp_path):
     assert student.encoder.config.num_hidden_layers == 1 and teacher.encoder.config.num_hidden_layers == 2
     assert results["student"]["layers"] == [1]
     assert results["texts"]["faq"] > 0 and results["texts"]["augmented"] > 0
+    # the teacher's held-out rows: validated on, never trained on, saved with the student
+    from runtime.folder import read_validation_split
+
+    assert results["texts"]["validation"] == len(HELD_OUT) and results["texts"]["train"] == 30 - len(HELD_OUT)
+    assert read_validation_split(student_dir) == HELD_OUT
+    assert results["samples_seen"] == 16 * 8 and results["global_batch_size"] == 8
     assert results["teacher_fingerprint"] == teacher.fingerprint
     assert "teacher_agreement" in results["validation"]
     assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())
@@ -184,7 +195,7 @@ def test_distil_a_student_from_a_tiny_teacher(project, capsys, tmp_path):
     assert probs.shape == (2, 3) and emb.shape == (2, 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert served.metadata["kind"] == "student"
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
     assert Embedder(student_dir, max_length=24).fingerprint == student.fingerprint
     # the teacher's outputs were computed once and cached
@@ -214,7 +225,7 @@ def test_a_student_of_another_encoder_aligns_similarities(project, capsys, tmp_p
     teacher_dir = project.parent / "artifacts" / "teacher"
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(teacher_dir / name, other / name)
-    code, err = run(["--config", str(project), "--max-steps", "4", "--set", f"student_encoder={other}",
+    code, err = run(["--config", str(project), "--max-steps", "4", "--set", f"distill.student_encoder={other}",
                      "--output-dir", str(tmp_path / "narrow_student")], capsys)
     assert code == 0, err
     student = SupportModel.from_pretrained(tmp_path / "narrow_student")
@@ -244,5 +255,7 @@ def test_two_process_distillation(project):
     assert ranks[0]["losses"] != ranks[1]["losses"]                  # each rank saw its own shard
     assert ranks[0]["param_checksum"] == ranks[1]["param_checksum"]  # DDP kept them identical
     results = json.loads((work / "results.json").read_text())
-    assert results["num_processes"] == 2 and results["effective_batch_size"] == 16
+    # batch_size 8 is global: 4 per process, so the run sees what one process would
+    assert results["num_processes"] == 2 and results["global_batch_size"] == 8 and results["per_process_batch_size"] == 4
+    assert results["samples_seen"] == 6 * 8 == sum(r["examples"] for r in ranks)
     SupportModel.from_pretrained(project.parent / "artifacts" / "student")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.cli import run_cli
-from service.config import PROJECT_ROOT, load_config
+from core.cli import run_cli
+from core.config import PROJECT_ROOT, load_config
 from training import pipeline
 
 
@@ -23,7 +23,7 @@ def write_tiny_demo_config(folder: Path, encoder_dir: Path) -> Path:
                        "tensorboard": False}
     raw["distill"] = {**(raw.get("distill") or {}), "batch_size": 16, "eval_batch_size": 128, "log_every": 2,
                       "tensorboard": False, "learning_rate": 1e-3}
-    raw["distill"]["compression"] = {**(raw["distill"].get("compression") or {}), "min_agreement": 0.0}
+    raw["compression"] = {**(raw.get("compression") or {}), "min_agreement": 0.0}
     path = folder / "demo.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
@@ -51,7 +51,7 @@ def test_pipeline_builds_everything_and_the_app_serves_the_compressed_student(tm
     # the app's assembly picks the served (compressed) student and answers through ModelNLU
     from service.assembly import build_assistant, open_store
     from service.nlu import ModelNLU
-    from training.onnx_model import OnnxSupportModel
+    from runtime.onnx_model import OnnxSupportModel
 
     assistant = build_assistant(config, store=open_store(config, tmp_path / "store.sqlite"))
     assert isinstance(assistant.nlu, ModelNLU) and isinstance(assistant.nlu.model, OnnxSupportModel)

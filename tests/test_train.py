@@ -1,4 +1,4 @@
-"""training.train / training.model in one process: one-line errors, save/load, resume, calibration.
+"""training.train / runtime.model in one process: one-line errors, save/load, resume, calibration.
 
 A tiny randomly initialised BERT (the shared `tiny_encoder_dir` fixture) keeps these fast; the
 real two-process launch is in test_train_multiprocess.py.
@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from service.cli import run_cli
-from service.errors import ArtifactError, ConfigError
-from training import train
-from training.model import SupportModel, fit_temperature, load_support_model
+from core.cli import run_cli
+from core.errors import ArtifactError, ConfigError
+from training import loop, train
+from runtime.model import SupportModel
+from runtime.loading import load_support_model
+from runtime.calibration import fit_temperature
 
 INTENTS = {
     "greeting": ["hello there", "hi", "good morning", "hey you", "hello friend", "hiya", "morning!", "hey hey"],
@@ -91,8 +93,8 @@ def test_help_exits_cleanly(capsys):
 @pytest.mark.parametrize("training, message", [
     ("  learning_rte: 1.0e-4\n", "unknown key(s) in 'training': learning_rte"),
     ("  epochs: -1\n", "training.epochs must be positive"),
-    ("  batch_size: many\n", "training.batch_size must be a number"),
-    ("  head_init: zeros\n", "training.head_init must be 'logreg' or 'random'"),
+    ("  batch_size: many\n", "training.batch_size must be an integer"),
+    ("  head_init: zeros\n", "training.head_init must be one of logreg, random"),
     ("  label_smoothing: 1.5\n", "training.label_smoothing must be in [0, 1)"),
 ])
 def test_bad_training_config_is_one_line(tmp_path, tiny_encoder_dir, capsys, training, message):
@@ -105,7 +107,9 @@ def test_bad_training_config_is_one_line(tmp_path, tiny_encoder_dir, capsys, tra
 
 def test_bad_override_and_missing_config(project, capsys):
     code, err = run(["--config", str(project), "--set", "learning_rate"], capsys)
-    assert code == 2 and "expected KEY=VALUE" in err
+    assert code == 2 and "expected SECTION.KEY=VALUE" in err
+    code, err = run(["--config", str(project), "--set", "learning_rate=1"], capsys)
+    assert code == 2 and "name the section, e.g. --set training.learning_rate" in err
     code, err = run(["--config", str(project.parent / "nope.yaml")], capsys)
     assert code == 2 and "config file not found" in err and err.count("\n") == 1
 
@@ -127,16 +131,19 @@ def test_resume_without_checkpoint_is_one_line(project, capsys):
 
 def test_train_save_load_and_resume_continues_from_the_saved_step(project, tmp_path, capsys):
     artifacts = project.parent / "artifacts"
-    common = ["--config", str(project), "--max-steps", "8", "--set", "checkpoint_every=4", "--set", "eval_every=4",
-              "--set", "early_stopping_patience=0", "--set", "wise_alphas=[0.5]", "--set", "intent_pair_weight=0.5",
-              "--set", "anchor_weight=0.5"]
+    common = ["--config", str(project), "--max-steps", "8", "--set", "training.checkpoint_every=4",
+              "--set", "training.eval_every=4", "--set", "training.early_stopping_patience=0",
+              "--set", "training.wise_alphas=[0.5]", "--set", "training.intent_pair_weight=0.5",
+              "--set", "training.anchor_weight=0.5"]
     code, err = run(common, capsys)
     assert code == 0, err
     out_dir, work = artifacts / "teacher", artifacts / "runs" / "teacher"
     full = json.loads((work / "ranks" / "rank0.json").read_text())
     results = json.loads((work / "results.json").read_text())
     assert full["steps"] == 8 and len(full["losses"]) == 8
-    assert results["steps"] == 8 and results["effective_batch_size"] == 4
+    assert results["steps"] == results["optimizer_steps"] == 8 and results["effective_batch_size"] == 4
+    assert results["global_batch_size"] == 4 and results["processes"] == 1 and results["samples_seen"] == 8 * 4
+    assert "loss" in results["validation"]
     assert results["contrastive_pairs"] > 0 and results["train_examples_per_second"] > 0
     assert results["chosen_weights"] in {"final", "ema", "best", "wise0.5-final", "wise0.5-ema"}
     assert (work / "checkpoints" / "step_4" / "trainer_state.json").is_file()
@@ -148,6 +155,12 @@ def test_train_save_load_and_resume_continues_from_the_saved_step(project, tmp_p
     meta = json.loads((out_dir / "attendant.json").read_text())
     assert meta["pooling"] == "mean" and meta["max_length"] == 24 and meta["training"]["steps"] == 8
     assert json.loads((out_dir / "labels.json").read_text()) == sorted(INTENTS)
+    # the held-out rows travel with the model (the service calibrates on exactly those)
+    from runtime.folder import read_validation_split
+
+    held_out = read_validation_split(out_dir)
+    assert held_out and len(held_out) == results["validation"]["n"]
+    assert {r["text"] for r in held_out} <= {t for ts in INTENTS.values() for t in ts}
     model = SupportModel.from_pretrained(out_dir)
     probs, emb = model.predict(["where is my parcel", "hello", "refund"])
     assert probs.shape == (3, 3) and emb.shape == (3, 32)
@@ -159,7 +172,7 @@ def test_train_save_load_and_resume_continues_from_the_saved_step(project, tmp_p
     from transformers import AutoModel
 
     AutoModel.from_pretrained(out_dir)
-    from retrieval.embedder import Embedder
+    from runtime.embedder import Embedder
 
     e = Embedder(out_dir, max_length=24)
     assert e.fingerprint == model.fingerprint
@@ -176,7 +189,7 @@ def test_train_save_load_and_resume_continues_from_the_saved_step(project, tmp_p
     assert resumed["param_checksum"] == full["param_checksum"]
 
     # --resume with no path picks the latest checkpoint of the work dir
-    assert train.latest_checkpoint(work / "checkpoints").name == "step_4"
+    assert loop.latest_checkpoint(work / "checkpoints").name == "step_4"
 
 
 def test_missing_and_corrupt_models_are_one_line_artifact_errors(tmp_path, tiny_encoder_dir):
@@ -232,8 +245,10 @@ def test_head_from_logistic_regression_and_temperature():
 
 def test_layerwise_groups_and_no_decay(tiny_encoder_dir):
     model = SupportModel.from_encoder(str(tiny_encoder_dir), ["a", "b"], max_length=16)
-    settings = train.TrainingSettings(learning_rate=1e-4, head_learning_rate=1e-2, layer_decay=0.5, weight_decay=0.01)
-    groups = train.param_groups(model, settings)
+    from core.config import TrainingSettings
+
+    settings = TrainingSettings(learning_rate=1e-4, head_learning_rate=1e-2, layer_decay=0.5, weight_decay=0.01)
+    groups = loop.param_groups(model, settings)
     by_param = {id(p): g for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
     assert by_param[id(named["intent_head.weight"])]["lr"] == 1e-2
@@ -244,23 +259,35 @@ def test_layerwise_groups_and_no_decay(tiny_encoder_dir):
     assert by_param[id(named["encoder.encoder.layer.0.output.dense.weight"])]["weight_decay"] == 0.01
 
 
-def test_settings_reject_unknown_override():
+def test_settings_come_from_the_config_with_section_overrides(project):
+    from core.config import load_config
+
     with pytest.raises(ConfigError, match="unknown key"):
-        train.TrainingSettings.from_section({}, ["nope=1"])
-    s = train.TrainingSettings.from_section({"epochs": 1}, ["learning_rate=3e-5", "freeze_embeddings=false"])
-    assert s.learning_rate == 3e-5 and s.freeze_embeddings is False and s.epochs == 1.0
+        load_config(project, ["training.nope=1"])
+    s = load_config(project, ["training.learning_rate=3e-5", "training.freeze_embeddings=false"]).training
+    assert s.learning_rate == 3e-5 and s.freeze_embeddings is False and s.batch_size == 4
+
+
+def test_batch_plan_is_global_and_must_divide():
+    plan = loop.BatchPlan.make(32, 2, 2, "training.batch_size")
+    assert (plan.per_process, plan.micro_global) == (8, 16)
+    with pytest.raises(ConfigError, match=r"training.batch_size 6 .* 2 process\(es\) x 2 accumulation"):
+        loop.BatchPlan.make(6, 2, 2, "training.batch_size")
 
 
 def test_tune_writes_a_loadable_best_config(project, capsys):
-    from service.config import load_config
+    from core.config import load_config
     from training import tune
 
     out = project.parent / "best.yaml"
     code = run_cli(tune.main, ["--config", str(project), "--trials", "2", "--max-steps", "2", "--output", str(out)])
     assert code == 0, capsys.readouterr().err
     best = load_config(out)
-    assert {"learning_rate", "epochs", "batch_size", "label_smoothing", "contrastive_weight"} <= set(best.training)
-    assert best.training["eval_batch_size"] == 16            # the rest of the section is kept
+    import yaml
+
+    section = yaml.safe_load(out.read_text())["training"]
+    assert {"learning_rate", "epochs", "batch_size", "label_smoothing", "contrastive_weight"} <= set(section)
+    assert best.training.eval_batch_size == 16            # the rest of the section is kept
     assert best.data.intents == load_config(project).data.intents
     trials = (project.parent / "artifacts" / "tune" / "trials.jsonl").read_text().splitlines()
     assert len(trials) == 2 and not list((project.parent / "artifacts" / "tune").glob("trial_*"))

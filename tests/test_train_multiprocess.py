@@ -1,8 +1,10 @@
 """A real two-process CPU launch (`accelerate launch --multi_gpu --num_processes 2`, gloo) on a tiny config.
 
 Checks that both ranks trained the same number of steps, that DDP kept their parameters identical,
-that the loss went down, that the saved model loads, and that a resumed two-process run continues
-from the saved step and ends with the same parameters as the uninterrupted one.
+that the loss went down, that the saved model loads, that two processes train the same model as
+one (batch_size is global: same examples seen, same optimizer steps, close validation loss), and
+that a resumed two-process run continues from the saved step and ends with the same parameters as
+the uninterrupted one.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.test_train import make_project
-from training.model import SupportModel
+from runtime.model import SupportModel
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -45,8 +47,8 @@ def read_ranks(work: Path) -> list[dict]:
 def test_two_process_training_and_resume(tmp_path, tiny_encoder_dir):
     config = make_project(tmp_path / "proj", tiny_encoder_dir, "  early_stopping_patience: 0\n")
     artifacts = tmp_path / "proj" / "artifacts"
-    common = ["--config", str(config), "--max-steps", "16", "--set", "batch_size=6", "--set", "eval_every=8",
-              "--set", "checkpoint_every=8"]
+    overrides = ["training.batch_size=6", "training.eval_every=8", "training.checkpoint_every=8"]
+    common = ["--config", str(config), "--max-steps", "16"] + [f"--set={o}" for o in overrides]
     proc = launch(common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = artifacts / "runs" / "teacher"
@@ -62,8 +64,21 @@ def test_two_process_training_and_resume(tmp_path, tiny_encoder_dir):
     losses = np.mean([r["losses"] for r in ranks], axis=0)
     assert losses[-4:].mean() < losses[:4].mean(), losses
     results = json.loads((work / "results.json").read_text())
-    assert results["num_processes"] == 2 and results["effective_batch_size"] == 12
-    assert results["train_examples_seen"] == sum(r["examples"] for r in ranks)
+    assert results["num_processes"] == 2 and results["global_batch_size"] == 6 and results["per_process_batch_size"] == 3
+    assert results["train_examples_seen"] == sum(r["examples"] for r in ranks) == 16 * 6
+
+    # one process, same config: the same run (batch_size is global, so the same steps and examples)
+    from core.config import load_config
+    from training.train import TrainOptions, train
+
+    one = train(load_config(config, overrides), TrainOptions(max_steps=16, output_dir=tmp_path / "one",
+                                                             work_dir=tmp_path / "one_run"))
+    assert one["processes"] == 1
+    for key in ("samples_seen", "optimizer_steps", "global_batch_size", "epochs"):
+        assert one[key] == results[key], key
+    # not equal: dropout masks and in-batch contrastive negatives (per process) differ
+    assert abs(one["validation"]["loss"] - results["validation"]["loss"]) < 0.15 * one["validation"]["loss"], \
+        (one["validation"], results["validation"])
 
     # the saved model loads and predicts
     model = SupportModel.from_pretrained(artifacts / "teacher")

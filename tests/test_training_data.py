@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import DataError
-from training.data import (LengthGroupedBatchSampler, faq_pairs, load_dialogs, load_faq, load_intent_splits,
+from core.errors import DataError
+from training.data import (LengthGroupedBatchSampler, faq_pairs, load_faq, load_intent_splits,
                            load_intents, stratified_split, tokenize_intents)
 
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
@@ -43,8 +43,8 @@ def test_load_intents_jsonl_and_csv(tmp_path):
     ('{"text": "hi"}', "i.jsonl:3: missing field 'intent'"),
     ('{"text": "   ", "intent": "greeting"}', "i.jsonl:3: field 'text' is empty"),
     ('{"text": "hi", "intent": 3}', "i.jsonl:3: field 'intent' must be a string"),
-    ('{"text": "hi", "intent": "greeting"', "i.jsonl:3: not valid JSON"),
-    ('["hi", "greeting"]', "i.jsonl:3: expected a JSON object"),
+    ('{"text": "hi", "intent": "greeting"', "i.jsonl: line 3: not valid JSON"),
+    ('["hi", "greeting"]', "i.jsonl: line 3: expected a JSON object"),
 ])
 def test_bad_intent_lines_name_file_and_line(tmp_path, line, message):
     rows = intents_rows(1)[:2] + [line]
@@ -111,18 +111,6 @@ def test_faq_validation_and_pairs(tmp_path):
         load_faq(write_jsonl(tmp_path / "faq.jsonl", [{"id": "x", "question": "q"}]))
     with pytest.raises(DataError, match="'paraphrases' must be a list of strings"):
         load_faq(write_jsonl(tmp_path / "faq.jsonl", [{"id": "x", "question": "q", "answer": "a", "paraphrases": [1]}]))
-
-
-def test_dialog_validation(tmp_path):
-    ok = [{"id": "d1", "turns": [{"user": "hi", "expect": {"intent": "greeting"}}, {"user": "bye"}]}]
-    dialogs = load_dialogs(write_jsonl(tmp_path / "d.jsonl", ok))
-    assert dialogs[0].turns[0].expect == {"intent": "greeting"} and dialogs[0].turns[1].expect == {}
-    with pytest.raises(DataError, match=r"d\.jsonl:2: duplicate dialog id 'd1'"):
-        load_dialogs(write_jsonl(tmp_path / "d.jsonl", ok + ok))
-    with pytest.raises(DataError, match=r"d\.jsonl:1: turn 1 has no 'user' text"):
-        load_dialogs(write_jsonl(tmp_path / "d.jsonl", [{"id": "d", "turns": [{"expect": {}}]}]))
-    with pytest.raises(DataError, match="'turns' must be a non-empty list"):
-        load_dialogs(write_jsonl(tmp_path / "d.jsonl", [{"id": "d", "turns": []}]))
 
 
 def test_tokenisation_is_cached_on_disk(tmp_path, tiny_tokenizer):

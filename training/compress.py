@@ -8,7 +8,7 @@ the weights to int8 (dynamic quantisation: weights int8 ahead of time, activatio
 per output channel, the word-embedding table included, the intent head kept in fp32; check the
 result against the fp32 student on a fixed sample and fall back to the fp32 graph when the
 agreement is below `min_agreement`. The folder is written atomically (`<artifacts>/served/`)
-and loads through `training.model.load_support_model` like any other model folder.
+and loads through `runtime.model.load_support_model` like any other model folder.
 
 Why this default (benchmarks/distill_bench.py, BANKING77 test, 3-layer student, one run): ONNX
 Runtime int8 per channel kept the fp32 student's accuracy (93.34 vs 93.31) at a quarter of its
@@ -17,7 +17,7 @@ size (18.2 vs 70.4 MB) and was the fastest at batch 1 (p50 3.6 ms vs 16.5 ms tor
 0.3-0.4 points; leaving the embedding table fp32 (93.47) triples the size: the table is two
 thirds of a 3-layer MiniLM's weights.
 
-Settings: the `compression:` mapping inside the config's `distill:` section (all optional).
+Settings: the config's `compression:` section (`core.config.CompressionSettings`, all optional).
 """
 from __future__ import annotations
 
@@ -30,77 +30,20 @@ import tempfile
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from service.cli import run_cli, setup_logging
-from service.config import load_config
-from service.errors import ArtifactError, ConfigError
+from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
+from core.config import COMPRESSION_FORMATS as FORMATS
+from core.config import CompressionSettings
+from core.errors import ArtifactError, ConfigError
 
 logger = logging.getLogger("training.compress")
 
-FORMATS = ("onnx-int8", "onnx-fp32")
 # Model types ONNX Runtime's transformer optimizer fuses with its BERT rules.
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert", "mpnet", "ernie"}
-
-
-@dataclass
-class CompressionSettings:
-    """`distill.compression` in a config."""
-    format: str = "onnx-int8"             # onnx-int8 | onnx-fp32
-    per_channel: bool = True              # one int8 scale per output channel: much closer to fp32 than one per tensor
-    quantize_embeddings: bool = True      # int8 word-embedding table: a quarter of the size on disk
-    optimize: bool = True                 # ONNX Runtime transformer fusions (attention, LayerNorm, GELU)
-    exclude: list[str] = field(default_factory=lambda: ["intent_head"])  # node-name parts kept in fp32
-    opset: int = 17
-    min_agreement: float = 0.97           # int8 vs fp32 intent agreement on the check sample, else serve fp32
-    check_samples: int = 512
-    threads: int = 0                      # ONNX Runtime threads when serving (0 = its default: the cores)
-
-    @classmethod
-    def from_section(cls, distill_section: dict[str, Any] | None, overrides: Sequence[str] = (),
-                     where: str = "config") -> "CompressionSettings":
-        from training.distill import coerce_setting
-
-        raw = (distill_section or {}).get("compression") or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: distill.compression must be a mapping, got {type(raw).__name__}")
-        values = dict(raw)
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set per_channel=false")
-            import yaml
-
-            values[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) in 'distill.compression': {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(known))})")
-        for key, value in list(values.items()):
-            if key == "exclude":
-                if value is None:
-                    value = []
-                if isinstance(value, str):
-                    value = [value]
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise ConfigError(f"{where}: distill.compression.exclude must be a list of node-name parts")
-                values[key] = value
-            else:
-                values[key] = coerce_setting("distill.compression", key, value, str(known[key].type), where)
-        settings = cls(**values)
-        if settings.format not in FORMATS:
-            raise ConfigError(f"{where}: distill.compression.format must be one of {', '.join(FORMATS)}, "
-                              f"got {settings.format!r}")
-        if not 0 <= settings.min_agreement <= 1:
-            raise ConfigError(f"{where}: distill.compression.min_agreement must be in [0, 1], got {settings.min_agreement}")
-        if settings.check_samples < 1 or settings.threads < 0 or settings.opset < 14:
-            raise ConfigError(f"{where}: distill.compression: check_samples >= 1, threads >= 0 and opset >= 14 needed")
-        return settings
 
 
 # ---------------------------------------------------------------------- export, fuse, quantise
@@ -221,10 +164,11 @@ def agreement(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray,
 def compress_model(model_dir: str | Path, output_dir: str | Path, settings: CompressionSettings | None = None,
                    check_texts: Sequence[str] = (), *, config_path: str | Path | None = None) -> dict[str, Any]:
     """Write the served folder for the fp32 model in `model_dir`; returns a report (sizes, check, choice)."""
-    from retrieval.embedder import model_fingerprint
-    from training.model import (FORMAT_VERSION, HEAD_FILE, LABELS_FILE, META_FILE, SupportModel, _replace_dir,
-                                _share_like_umask, read_model_meta)
-    from training.onnx_model import ONNX_FILE, RUNTIME, OnnxSupportModel
+    from runtime.embedder import model_fingerprint
+    from runtime.model import SupportModel
+    from runtime.folder import FORMAT_VERSION, HEAD_FILE, LABELS_FILE, META_FILE, VALIDATION_FILE, read_model_meta
+    from core.atomic import replace_dir, share_like_umask
+    from runtime.onnx_model import ONNX_FILE, RUNTIME, OnnxSupportModel
 
     settings = settings or CompressionSettings()
     model_dir, output_dir = Path(model_dir).resolve(), Path(output_dir).resolve()
@@ -276,6 +220,8 @@ def compress_model(model_dir: str | Path, output_dir: str | Path, settings: Comp
         shutil.copyfile(model_dir / "config.json", tmp / "config.json")
         shutil.copyfile(model_dir / HEAD_FILE, tmp / HEAD_FILE)
         shutil.copyfile(model_dir / LABELS_FILE, tmp / LABELS_FILE)
+        if (model_dir / VALIDATION_FILE).is_file():  # the split calibration uses travels with the model
+            shutil.copyfile(model_dir / VALIDATION_FILE, tmp / VALIDATION_FILE)
         fingerprint = model_fingerprint(tmp)
         compression = {
             "format": settings.format, "precision": precision, "reason": reason,
@@ -306,8 +252,8 @@ def compress_model(model_dir: str | Path, output_dir: str | Path, settings: Comp
         checks["served"] = agreement(reference, served.predict_logits(texts))
         meta["compression"]["checks"] = checks
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-        _share_like_umask(tmp)
-        _replace_dir(tmp, output_dir)
+        share_like_umask(tmp)
+        replace_dir(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -318,31 +264,6 @@ def compress_model(model_dir: str | Path, output_dir: str | Path, settings: Comp
                 "embedding cosine %.4f", output_dir, precision, report["bytes"] / 1e6, compression["source_bytes"] / 1e6,
                 checks["served"]["intent_agreement"], checks["served"]["embedding_cosine_mean"])
     return report
-
-
-def load_compressed(directory: str | Path, **kwargs: Any) -> Any:
-    """The loader `training.model.load_support_model` uses for folders whose runtime is not torch."""
-    from training.model import read_model_meta
-    from training.onnx_model import RUNTIME, OnnxSupportModel
-
-    meta = read_model_meta(directory)
-    runtime = str(meta.get("runtime"))
-    if runtime == RUNTIME:
-        return OnnxSupportModel(directory, **kwargs)
-    raise ArtifactError(f"model at {directory} has an unknown runtime {runtime!r} (this version serves torch and "
-                        f"{RUNTIME}); rebuild it with `python -m training.compress --config configs/demo.yaml`")
-
-
-def is_stale(served_dir: str | Path, source_dir: str | Path) -> bool:
-    """True when the served folder was not made from the current fp32 model (or is missing)."""
-    from training.model import read_model_meta
-
-    try:
-        served = read_model_meta(served_dir)
-        source = read_model_meta(source_dir)
-    except ArtifactError:
-        return True
-    return (served.get("source") or {}).get("fingerprint") != source.get("fingerprint")
 
 
 def _onnx_outputs(path: Path, tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -376,42 +297,33 @@ def _folder_bytes(folder: Path) -> int:
 
 def read_texts(path: str | Path) -> list[str]:
     """The `text` of every line of an intents JSONL file (for the check sample)."""
-    texts = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    texts.append(str(json.loads(line)["text"]))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue
-    return texts
+    from core.jsonl import read_jsonl
+
+    return [str(r["text"]) for r in read_jsonl(path, ("text",), "intent example")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.compress",
         description="Export the distilled student to ONNX Runtime (int8 by default) as the model the app serves.")
-    parser.add_argument("--config", default=None, help="deployment config (default: configs/demo.yaml)")
+    add_config_arguments(parser)
     parser.add_argument("--model", default=None, help="fp32 model folder to compress (default: <artifacts_dir>/student)")
     parser.add_argument("--output-dir", default=None, help="served folder to write (default: <artifacts_dir>/served)")
-    parser.add_argument("--format", choices=FORMATS, default=None, help="override distill.compression.format")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a key of distill.compression, e.g. --set per_channel=false")
+    parser.add_argument("--format", choices=FORMATS, default=None, help="override compression.format")
     parser.add_argument("--check-file", default=None,
                         help="intents JSONL whose texts check the compressed model against fp32 (default: data.intents)")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    config = load_config(args.config)
-    settings = CompressionSettings.from_section(config.distill, args.set, where=str(config.path))
+    config = config_from_args(args)
+    settings = config.compression
     if args.format:
-        settings.format = args.format
-    model_dir = Path(args.model or config.artifacts_dir / "student")
+        settings = dataclasses.replace(settings, format=args.format)
+    model_dir = Path(args.model or config.layout.student)
     if not (model_dir / "attendant.json").is_file():
         raise ArtifactError(f"no fp32 student at {model_dir}; distil one with "
                             f"`accelerate launch -m training.distill --config {config.path}` (or pass --model DIR)")
     check = read_texts(args.check_file or config.data.intents)
-    report = compress_model(model_dir, args.output_dir or config.artifacts_dir / "served", settings, check,
+    report = compress_model(model_dir, args.output_dir or config.layout.served, settings, check,
                             config_path=config.path)
     served = report["checks"].get("served", {})
     print(f"served model: {report['output_dir']} ({report['precision']}, {report['bytes'] / 1e6:.1f} MB, "

@@ -1,4 +1,4 @@
-"""Training data: intents, FAQ and dialogs loaded into `datasets`, validated with file:line errors.
+"""Training data: intents and FAQ loaded into `datasets`, validated with file:line errors.
 
 Files are JSON Lines (one object a line) or CSV with a header. Every problem is a one-line
 `DataError` that names the file and the line, so an operator can fix the data without reading
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from service.errors import DataError
+from core.errors import DataError
+from core.jsonl import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +41,6 @@ class FaqRecord:
     answer: str
     paraphrases: list[str] = field(default_factory=list)
     category: str | None = None
-
-
-@dataclass
-class DialogTurn:
-    user: str
-    expect: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Dialog:
-    id: str
-    turns: list[DialogTurn]
 
 
 @dataclass
@@ -83,17 +72,7 @@ def _read_records(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
                 for row in reader:
                     records.append((reader.line_num, {k: v for k, v in row.items() if k is not None}))
             elif suffix in (".jsonl", ".json", ".ndjson"):
-                for number, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                        "each line must be one JSON object") from None
-                    if not isinstance(obj, dict):
-                        raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-                    records.append((number, obj))
+                records = read_jsonl(path, (), what, numbered=True)
             else:
                 raise DataError(f"{path}: unsupported {what} file type '{suffix}' (use .jsonl or .csv)")
     except UnicodeDecodeError as exc:
@@ -224,11 +203,14 @@ def load_intent_splits(
     train_source: str | Path,
     *,
     validation_source: str | Path | None = None,
+    held_out: Sequence[dict[str, str]] | None = None,
     val_fraction: float = 0.1,
     seed: int = 42,
     min_examples: int = 2,
 ) -> IntentSplits:
-    """The training intents split into train/validation (or a separate validation file)."""
+    """The training intents split into train/validation: a separate validation file, or `held_out`
+    rows (another model's validation split: they are taken out of the training rows), or a
+    stratified split of `val_fraction`."""
     full = load_intents(train_source, min_examples=min_examples)
     labels = sorted(set(list(full["intent"])))
     if len(labels) < 2:
@@ -236,11 +218,34 @@ def load_intent_splits(
     if validation_source:
         val = load_intents(validation_source, known_labels=labels)
         return IntentSplits(full, val, labels)
+    if held_out is not None:
+        unknown = sorted({r["intent"] for r in held_out} - set(labels))
+        if unknown:
+            raise DataError(f"the held-out validation rows have intents not in {train_source}: {', '.join(unknown[:5])}")
+        left = Counter((_key(r["text"]), r["intent"]) for r in held_out)
+        keep = []
+        for i, (text, intent) in enumerate(zip(full["text"], full["intent"])):
+            if left[(_key(text), intent)] > 0:
+                left[(_key(text), intent)] -= 1
+            else:
+                keep.append(i)
+        val = datasets.Dataset.from_dict({"text": [str(r["text"]).strip() for r in held_out],
+                                          "intent": [r["intent"] for r in held_out]})
+        return IntentSplits(full.select(keep), val, labels)
     train, val = stratified_split(full, val_fraction, seed)
     return IntentSplits(train, val, labels)
 
 
-# --------------------------------------------------------------------------- FAQ and dialogs
+def rows_of(ds: datasets.Dataset) -> list[dict[str, str]]:
+    """`{"text", "intent"}` rows of an intents Dataset (what a model folder's validation.jsonl holds)."""
+    return [{"text": t, "intent": i} for t, i in zip(ds["text"], ds["intent"])]
+
+
+def _key(text: str) -> str:
+    return " ".join(str(text).lower().split())
+
+
+# --------------------------------------------------------------------------- FAQ
 
 def load_faq(path: str | Path) -> list[FaqRecord]:
     """FAQ records `{"id", "question", "answer", "paraphrases": [...], "category"?}`; ids must be unique."""
@@ -267,34 +272,6 @@ def load_faq(path: str | Path) -> list[FaqRecord]:
             paraphrases=paraphrases,
             category=_text_field(path, number, obj, "category", required=False),
         ))
-    return out
-
-
-def load_dialogs(path: str | Path) -> list[Dialog]:
-    """Held-out dialogs `{"id", "turns": [{"user", "expect"?}]}`; ids must be unique."""
-    path = Path(path)
-    out: list[Dialog] = []
-    first_line: dict[str, int] = {}
-    for number, obj in _read_records(path, "dialogs"):
-        did = _text_field(path, number, obj, "id")
-        if did in first_line:
-            raise DataError(f"{path}:{number}: duplicate dialog id '{did}' (first at line {first_line[did]})")
-        first_line[did] = number
-        turns = obj.get("turns")
-        if not isinstance(turns, list) or not turns:
-            raise DataError(f"{path}:{number}: 'turns' must be a non-empty list")
-        parsed = []
-        for t, turn in enumerate(turns, start=1):
-            if not isinstance(turn, dict):
-                raise DataError(f"{path}:{number}: turn {t} must be an object with 'user'")
-            user = turn.get("user")
-            if not isinstance(user, str) or not user.strip():
-                raise DataError(f"{path}:{number}: turn {t} has no 'user' text")
-            expect = turn.get("expect") or {}
-            if not isinstance(expect, dict):
-                raise DataError(f"{path}:{number}: turn {t} 'expect' must be an object")
-            parsed.append(DialogTurn(user=user.strip(), expect=expect))
-        out.append(Dialog(id=did, turns=parsed))
     return out
 
 
@@ -430,7 +407,7 @@ class IntentPairBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, labels: Sequence[int], lengths: Sequence[int], batch_size: int, *, seed: int = 0,
-                 window: int = 64) -> None:
+                 window: int = 64, drop_last: bool = False) -> None:
         if batch_size < 2:
             raise ValueError("paired batches need batch_size >= 2")
         self.labels = np.asarray(labels)
@@ -438,6 +415,7 @@ class IntentPairBatchSampler(Sampler[list[int]]):
         self.pairs_per_batch = batch_size // 2
         self.seed = seed
         self.window = window
+        self.drop_last = drop_last
         self.epoch = 0
         self._n_pairs = int(sum((c + 1) // 2 for c in np.bincount(self.labels) if c))
 
@@ -445,7 +423,16 @@ class IntentPairBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return self._n_pairs // self.pairs_per_batch
         return math.ceil(self._n_pairs / self.pairs_per_batch)
+
+    @staticmethod
+    def shard(batch: list[int], n: int, i: int) -> list[int]:
+        """Process i's part of a batch: its share of the pairs, still laid out as i / i + half."""
+        half = len(batch) // 2
+        k = half // n
+        return batch[i * k:(i + 1) * k] + batch[half + i * k:half + (i + 1) * k]
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
@@ -464,6 +451,8 @@ class IntentPairBatchSampler(Sampler[list[int]]):
             chunk = chunk[np.argsort(-pair_len[chunk], kind="stable")]
             for i in range(0, len(chunk), self.pairs_per_batch):
                 group = [pairs[j] for j in chunk[i:i + self.pairs_per_batch]]
+                if self.drop_last and len(group) < self.pairs_per_batch:
+                    continue
                 batches.append([a for a, _ in group] + [b for _, b in group])
         yield from (batches[i] for i in rng.permutation(len(batches)))
 

@@ -24,29 +24,23 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from service.cli import run_cli, setup_logging
-from service.config import Config, load_config
-from service.errors import ArtifactError, ConfigError
+from core.cli import run_cli, setup_logging
+from core.cli import add_config_arguments, config_from_args
+from core.config import PIPELINE_STEPS, Config
+from core.errors import ArtifactError, ConfigError
+from runtime.folder import read_model_meta
+from runtime.loading import is_made_from
 
 log = logging.getLogger("training.pipeline")
 
-STEPS = ("train", "distill", "compress", "index", "evaluate")
+STEPS = PIPELINE_STEPS
 # What the app needs before it can serve (evaluation is for the operator).
 SERVING_STEPS = ("train", "distill", "compress", "index")
 
 
 def pipeline_steps(config: Config) -> list[str]:
-    """`distill.pipeline.steps` of the config (default: all five, in order)."""
-    section = (config.distill or {}).get("pipeline") or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{config.path}: distill.pipeline must be a mapping (e.g. steps: [train, distill, ...])")
-    unknown = sorted(set(section) - {"steps"})
-    if unknown:
-        raise ConfigError(f"{config.path}: unknown key(s) in 'distill.pipeline': {', '.join(unknown)} (known: steps)")
-    steps = section.get("steps") or list(STEPS)
-    if isinstance(steps, str):
-        steps = [s.strip() for s in steps.split(",")]
-    return parse_steps(steps, where=f"{config.path}: distill.pipeline.steps")
+    """`pipeline.steps` of the config (default: all five, in order)."""
+    return list(config.pipeline.steps)
 
 
 def serving_steps(config: Config) -> list[str]:
@@ -66,7 +60,6 @@ def parse_steps(steps: Sequence[str] | str, where: str = "--steps") -> list[str]
 
 
 def _meta(directory: Path) -> dict[str, Any] | None:
-    from training.model import read_model_meta
 
     try:
         return read_model_meta(directory)
@@ -76,8 +69,8 @@ def _meta(directory: Path) -> dict[str, Any] | None:
 
 def step_status(config: Config, step: str) -> tuple[bool, str]:
     """(up to date, why) for one step of this config's build."""
-    art = config.artifacts_dir
-    teacher, student, served = _meta(art / "teacher"), _meta(art / "student"), _meta(art / "served")
+    layout = config.layout
+    teacher, student, served = _meta(layout.teacher), _meta(layout.student), _meta(layout.served)
     if step == "train":
         return (teacher is not None, "teacher present" if teacher else "no teacher model")
     if step == "distill":
@@ -89,17 +82,15 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
     if step == "compress":
         if served is None:
             return False, "no served model"
-        if student is not None and (served.get("source") or {}).get("fingerprint") != student.get("fingerprint"):
+        if student is not None and not is_made_from(layout.served, layout.student):
             return False, "the served model was compressed from another student"
         return True, "served model present and made from the current student"
     if step == "index":
-        from service.assembly import served_model_dir
-
-        served_dir = served_model_dir(config)
+        served_dir = config.layout.served_model_dir()
         if served_dir is not None:
             fingerprint, encoder = (_meta(served_dir) or {}).get("fingerprint"), f"the {served_dir.name} encoder"
         else:  # no trained model: the app serves the pretrained encoder (hashing its files loads nothing)
-            from retrieval.embedder import model_fingerprint, resolve_model_path
+            from runtime.embedder import model_fingerprint, resolve_model_path
 
             fingerprint, encoder = model_fingerprint(resolve_model_path(config.encoder.name)), config.encoder.name
         from retrieval.build import load_calibration
@@ -108,17 +99,16 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
             load_calibration(config, fingerprint)
         except ArtifactError as exc:
             return False, str(exc).split(";")[0]
-        missing = [k for k in ("faq", "products") if not (config.index_dir / k).is_dir()]
+        missing = [k for k in ("faq", "products") if not (layout.indexes / k).is_dir()]
         if missing:
             return False, f"missing index(es): {', '.join(missing)}"
         return True, f"indexes built with {encoder}"
     if step == "evaluate":
-        from service.assembly import served_model_dir
-        from training.report import latest_report_dir, load_report
+        from evaluation.report import latest_report_dir, load_report
 
-        served_dir = served_model_dir(config)
+        served_dir = config.layout.served_model_dir()
         fingerprint = str((_meta(served_dir) or {}).get("fingerprint", "")) if served_dir is not None else ""
-        latest = latest_report_dir(config.reports_dir)
+        latest = latest_report_dir(layout.reports)
         if latest is None:
             return False, "no evaluation report"
         try:
@@ -132,27 +122,24 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
 
 
 def _run_step(step: str, config: Config, max_steps: int | None) -> dict[str, Any]:
-    path = str(config.path)
-    extra = ["--max-steps", str(max_steps)] if max_steps else []
+    layout = config.layout
     if step == "train":
-        from training import train
+        from training.train import TrainOptions, train
 
-        train.main(["--config", path, *extra])
-        return {"output": str(config.artifacts_dir / "teacher")}
+        train(config, TrainOptions(max_steps=max_steps))
+        return {"output": str(layout.teacher)}
     if step == "distill":
-        from training import distill
+        from training.distill import DistillOptions, distill
 
-        distill.main(["--config", path, *extra])
-        return {"output": str(config.artifacts_dir / "student")}
+        distill(config, DistillOptions(max_steps=max_steps))
+        return {"output": str(layout.student)}
     if step == "compress":
-        from training.compress import CompressionSettings, compress_model, read_texts
+        from training.compress import compress_model, read_texts
 
-        source = config.artifacts_dir / "student"
-        if _meta(source) is None:
-            raise ArtifactError(f"no fp32 student at {source} to compress; distil one with "
-                                f"`accelerate launch -m training.distill --config {path}`")
-        settings = CompressionSettings.from_section(config.distill, where=path)
-        report = compress_model(source, config.artifacts_dir / "served", settings, read_texts(config.data.intents),
+        if _meta(layout.student) is None:
+            raise ArtifactError(f"no fp32 student at {layout.student} to compress; distil one with "
+                                f"`accelerate launch -m training.distill --config {config.path}`")
+        report = compress_model(layout.student, layout.served, config.compression, read_texts(config.data.intents),
                                 config_path=config.path)
         return {"output": report["output_dir"], "precision": report["precision"], "bytes": report["bytes"]}
     if step == "index":
@@ -161,13 +148,9 @@ def _run_step(step: str, config: Config, max_steps: int | None) -> dict[str, Any
         summary = build_indexes(config, show_progress=False)
         return {"output": summary["index_dir"], "encoder": summary["encoder"]}
     if step == "evaluate":
-        from training import evaluate
+        from evaluation.evaluate import run_evaluation
 
-        evaluate.main(["--config", path])
-        from training.report import latest_report_dir
-
-        latest = latest_report_dir(config.reports_dir)
-        return {"output": str(latest) if latest else None}
+        return {"output": str(run_evaluation(config))}
     raise ConfigError(f"unknown pipeline step {step!r}")
 
 
@@ -215,16 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m training.pipeline",
         description="Build everything a config needs, in order: train the teacher, distil the student, compress "
                     "it for serving, build the FAQ/product indexes, evaluate. Steps already up to date are skipped.")
-    parser.add_argument("--config", default=None, help="deployment config (default: configs/demo.yaml)")
+    add_config_arguments(parser)
     parser.add_argument("--steps", default=None,
-                        help=f"comma-separated subset of {','.join(STEPS)} (default: distill.pipeline.steps, else all)")
+                        help=f"comma-separated subset of {','.join(STEPS)} (default: the config's pipeline.steps)")
     parser.add_argument("--force", action="store_true", help="run the chosen steps even when they are up to date")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="optimizer steps for train and distill (a quick build; default: their epochs)")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    config = load_config(args.config)
+    config = config_from_args(args)
     steps = parse_steps(args.steps) if args.steps else None
     result = run_pipeline(config, steps, args.force, max_steps=args.max_steps)
     for step, r in result["steps"].items():

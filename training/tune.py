@@ -3,7 +3,7 @@
     python -m training.tune --config configs/demo.yaml --trials 20
     python -m training.tune --config configs/demo.yaml --trials 8 --max-steps 200 --output configs/tune-best.yaml
 
-Each trial trains in this process (`training.train.main`) with the trial's values set on top of
+Each trial trains in this process (`training.train.train`) with the trial's values set on top of
 the config's `training:` section and scores the validation macro-F1 (accuracy breaks ties). The
 search covers the learning rate, epochs, batch size, label smoothing and contrastive weight. The
 best values are written into a copy of the config (default: `<config>-tuned.yaml` beside it, so
@@ -12,6 +12,7 @@ its relative data paths still resolve), and every trial is logged to `<artifacts
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -22,9 +23,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from service.cli import run_cli, setup_logging
-from service.config import load_config
-from service.errors import ConfigError
+from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
+from core.errors import ConfigError
 
 logger = logging.getLogger("training.tune")
 
@@ -32,7 +32,7 @@ logger = logging.getLogger("training.tune")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training.tune",
                                      description="Search the teacher's training hyperparameters with Optuna.")
-    parser.add_argument("--config", default=None, help="deployment config (default: configs/demo.yaml)")
+    add_config_arguments(parser)
     parser.add_argument("--trials", type=int, default=20, help="number of trials (default 20)")
     parser.add_argument("--output", default=None, help="best config to write (default: <config>-tuned.yaml beside it)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap every trial at N optimizer steps")
@@ -41,7 +41,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation-file", default=None, help="validation intents (default: a stratified split)")
     parser.add_argument("--no-faq", action="store_true", help="intents only (contrastive weight not searched)")
     parser.add_argument("--seed", type=int, default=42, help="sampler seed")
-    parser.add_argument("--verbose", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -54,12 +53,21 @@ class TrialResult:
     seconds: float
 
 
-def suggest(trial: Any, with_contrastive: bool) -> dict[str, Any]:
+BATCH_SIZES = (16, 32, 64)
+
+
+def batch_sizes(n_train: int) -> list[int]:
+    """The searched batch sizes that fit the training set (a batch is global and full batches only)."""
+    fit = [b for b in BATCH_SIZES if b <= n_train]
+    return fit or [max(2, 2 ** max(1, n_train.bit_length() - 1))]
+
+
+def suggest(trial: Any, with_contrastive: bool, sizes: Sequence[int] = BATCH_SIZES) -> dict[str, Any]:
     """The search space (values go to `training.<key>`)."""
     params = {
         "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-4, log=True),
         "epochs": trial.suggest_int("epochs", 1, 4),
-        "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64]),
+        "batch_size": trial.suggest_categorical("batch_size", list(sizes)),
         "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
     }
     if with_contrastive:
@@ -69,42 +77,37 @@ def suggest(trial: Any, with_contrastive: bool) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    config = load_config(args.config)
+    config = config_from_args(args)
     if args.trials < 1:
         raise ConfigError(f"--trials must be at least 1, got {args.trials}")
     setup_logging(args.verbose)
 
     import optuna
 
-    from training import train
-    from training.train import TrainingSettings
+    from training.train import TrainOptions, train
 
-    base = TrainingSettings.from_section(config.training, where=str(config.path))  # fail early on a bad section
+    base = config.training
     tune_dir = config.artifacts_dir / "tune"
     tune_dir.mkdir(parents=True, exist_ok=True)
     trials_log = tune_dir / "trials.jsonl"
     output = Path(args.output) if args.output else config.path.with_name(f"{config.path.stem}-tuned.yaml")
     with_contrastive = not args.no_faq and base.contrastive_weight > 0
+    from training.data import load_intents
+
+    n_rows = len(load_intents(args.train_file or config.data.intents))
+    sizes = batch_sizes(n_rows if args.validation_file else int(n_rows * (1 - base.val_fraction)))
     results: list[TrialResult] = []
 
     def objective(trial: Any) -> float:
-        params = suggest(trial, with_contrastive)
+        params = suggest(trial, with_contrastive, sizes)
         trial_dir = tune_dir / f"trial_{trial.number:03d}"
-        argv = ["--config", str(config.path), "--output-dir", str(trial_dir / "model"),
-                "--work-dir", str(trial_dir / "run"), "--set", "tensorboard=false"]
-        argv += [f"--set={k}={v}" for k, v in params.items()]
-        if args.max_steps:
-            argv += ["--max-steps", str(args.max_steps)]
-        for flag, value in (("--train-file", args.train_file), ("--validation-file", args.validation_file)):
-            if value:
-                argv += [flag, value]
-        if args.no_faq:
-            argv.append("--no-faq")
+        settings = dataclasses.replace(base, tensorboard=False, **params)
+        settings.validate(f"trial {trial.number}")
+        options = TrainOptions(output_dir=trial_dir / "model", work_dir=trial_dir / "run", max_steps=args.max_steps,
+                               train_file=args.train_file, validation_file=args.validation_file, no_faq=args.no_faq,
+                               verbose=args.verbose)
         t0 = time.perf_counter()
-        code = train.main(argv)
-        if code:
-            raise RuntimeError(f"trial {trial.number} failed with exit code {code}")
-        summary = json.loads((trial_dir / "run" / "results.json").read_text())
+        summary = train(config.replace(training=settings), options)
         val = summary.get("validation") or {}
         result = TrialResult(trial.number, params, float(val.get("macro_f1", 0.0)), float(val.get("accuracy", 0.0)),
                              round(time.perf_counter() - t0, 1))
