@@ -52,7 +52,8 @@ def build(config: str, processes: int, artifacts: Path, log: Path) -> dict:
     for kind in ("teacher", "student"):
         res = json.loads((artifacts / "runs" / kind / "results.json").read_text())
         runs[kind] = {k: res.get(k) for k in ("processes", "global_batch_size", "per_process_batch_size",
-                                              "optimizer_steps", "samples_seen", "best_val_macro_f1")}
+                                              "optimizer_steps", "samples_seen")}
+        runs[kind]["val_macro_f1"] = (res.get("validation") or {}).get("macro_f1")
     return {"processes": processes, "metrics": {k: dialog.get(k) for k in METRICS}, "runs": runs, "seconds": seconds}
 
 
@@ -64,7 +65,7 @@ def markdown(results: list[dict], command: str) -> str:
         lines.append(f"| {k} | " + " | ".join(f"{r['metrics'][k]:.3f}" if r["metrics"][k] is not None else "–"
                                                for r in results) + " |")
     for kind in ("teacher", "student"):
-        for k in ("optimizer_steps", "samples_seen", "global_batch_size", "per_process_batch_size"):
+        for k in ("optimizer_steps", "samples_seen", "global_batch_size", "per_process_batch_size", "val_macro_f1"):
             lines.append(f"| {kind} {k} | " + " | ".join(str(r["runs"][kind][k]) for r in results) + " |")
     return "\n".join(lines) + "\n"
 

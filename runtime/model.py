@@ -23,7 +23,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.atomic import replace_dir, share_like_umask, temp_dir_beside

@@ -3,24 +3,15 @@ the demo pack dominate the suite's run time, so they happen once."""
 from __future__ import annotations
 
 import os
-
-# torch and faiss each bring an OpenMP runtime; with both loaded, idle threads of one spin while
-# the other works, and on a small shared CPU faiss' k-means (IVF-PQ) slows from ~0.03 s to ~6 s.
-# Must be set before either library starts its thread pool.
-import core  # noqa: E402,F401  (sets the OpenMP wait policy before torch and faiss load)
-
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from core.config import DEFAULT_ENCODER, load_config
-
-
-def read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+import core  # noqa: F401  (sets the OpenMP wait policy before torch and faiss load)
+from core.config import DEFAULT_ENCODER, PROJECT_ROOT, load_config
+from core.jsonl import read_jsonl
+from tests.helpers import free_port, write_demo_config
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +61,87 @@ def demo_recommender(demo_config, embedder):
     from retrieval.recommend import Recommender
 
     return Recommender.build(read_jsonl(demo_config.data.products), embedder, exact_max=demo_config.retrieval.exact_max)
+
+
+# ---------------------------------------------------------------------- the conversation engine
+# The demo deployment copied to a temporary folder, its indexes built once per session with the real
+# default encoder, and a fresh store per test.
+
+@pytest.fixture(scope="session")
+def service_config(tmp_path_factory):
+    return load_config(write_demo_config(tmp_path_factory.mktemp("service")))
+
+
+@pytest.fixture(scope="session")
+def demo_nlu(service_config, embedder):
+    from service.nlu import FrozenEncoderNLU
+
+    return FrozenEncoderNLU.from_file(embedder, service_config.data.intents)
+
+
+@pytest.fixture(scope="session")
+def built_indexes(service_config, demo_nlu):
+    from retrieval.build import build_indexes
+
+    build_indexes(service_config, embedder=demo_nlu.embedder)
+    return service_config.index_dir
+
+
+@pytest.fixture
+def make_assistant(service_config, demo_nlu, built_indexes, tmp_path):
+    """A factory: a new Assistant over a store file (fresh per test unless a path is given)."""
+    from service.assembly import build_assistant, open_store
+
+    def make(store_path: Path | None = None):
+        store = open_store(service_config, store_path or tmp_path / "store.sqlite")
+        return build_assistant(service_config, nlu=demo_nlu, store=store)
+
+    return make
+
+
+@pytest.fixture
+def assistant(make_assistant):
+    return make_assistant()
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """`python app.py` for real, on a free port, from a config whose artifacts do not exist yet:
+    the first run builds them, then serves. Yields the base URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path_factory.mktemp("app")
+    # The first run builds only the indexes here: training and distillation on the demo pack take
+    # minutes, and tests/test_pipeline.py runs those steps end to end on a tiny configuration.
+    config = write_demo_config(folder, **{"steps: [train, distill, compress, index, evaluate]": "steps: [index]"})
+    port = free_port()
+    log_path = folder / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--config", str(config), "--port", str(port)],
+                                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 900
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"app.py did not start in time:\n{log_path.read_text()[-3000:]}")
+            time.sleep(2)
+        yield {"url": url, "log": log_path, "config": config}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,7 +1,7 @@
 """The evaluator reports exactly the numbers worked out by hand on a tiny world with known outcomes.
 
-The dialogs (tests/fixtures/eval/dialogs.jsonl) go through the real `Assistant` (engine + policy)
-with a deterministic fake NLU and fake indexes (tests/fixtures/eval/world.json), once with a good
+The dialogs (tests/evaluation/fixtures/eval/dialogs.jsonl) go through the real `Assistant` (engine + policy)
+with a deterministic fake NLU and fake indexes (tests/evaluation/fixtures/eval/world.json), once with a good
 NLU and once with a broken one that always says "greeting". Expected values are derived in the
 comments from the policy's rules (thresholds: FAQ 0.6, intent 0.5). One smoke run of the CLI on
 the demo config (artifacts in tmp, a tiny encoder) checks the whole command end to end.

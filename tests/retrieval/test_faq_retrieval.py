@@ -13,7 +13,7 @@ from retrieval.faq import FaqIndex, _best_threshold, calibrate_faq_threshold
 from core.cli import run_cli
 from core.config import PROJECT_ROOT, load_config
 from core.errors import ArtifactError
-from tests.conftest import read_jsonl
+from core.jsonl import read_jsonl
 
 SMALL_FAQ = [
     {"id": "ship", "question": "How much does shipping cost?", "answer": "Free over $49.",

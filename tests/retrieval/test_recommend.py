@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from retrieval.filters import Filters, category_vocabulary, parse_filters
-from tests.conftest import read_jsonl
+from core.jsonl import read_jsonl
 
 CATS = ["audio", "kitchen", "laptops", "tv", "gaming", "furniture", "phones_tablets", "cameras", "smart_home"]
 BRANDS = ["Sonvale", "Marlow Lane", "Brightwell"]

@@ -7,12 +7,13 @@ otherwise.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from core.jsonl import read_jsonl
 
 from core.config import PROJECT_ROOT, load_config
 from core.errors import ConfigError
@@ -29,18 +30,7 @@ EXPECT_KEYS = {"intent", "action", "faq_id", "product_ids", "handoff"}
 # ---------------------------------------------------------------- helpers
 
 def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                pytest.fail(f"{path.name}:{n}: not valid JSON: {exc}")
-            assert isinstance(row, dict), f"{path.name}:{n}: each line must be a JSON object"
-            rows.append(row)
-    return rows
+    return read_jsonl(path)   # a bad line fails with file and line (core.jsonl.DataError)
 
 
 def _norm(text: str) -> str:

@@ -9,7 +9,7 @@ from core.errors import ArtifactError
 from service.sessions import SessionState
 from service.store import MIGRATIONS, Store
 
-ORDERS = Path(__file__).resolve().parent.parent / "data" / "demo" / "orders.jsonl"
+ORDERS = Path(__file__).resolve().parents[2] / "data" / "demo" / "orders.jsonl"
 
 
 def test_schema_is_versioned_and_wal(tmp_path):

@@ -14,7 +14,7 @@ import torch
 
 from core.cli import run_cli
 from core.errors import ArtifactError, ConfigError
-from tests.test_distill import INTENTS, make_teacher, write_project
+from tests.helpers import DISTILL_INTENTS as INTENTS, make_teacher, write_project
 from training import compress
 from core.config import CompressionSettings
 from runtime.loading import is_made_from

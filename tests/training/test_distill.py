@@ -6,86 +6,17 @@ logistic regression on its frozen embeddings: a decisive teacher built in a seco
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from core.cli import run_cli
 from core.errors import ConfigError
 from training import distill
 from runtime.model import SupportModel
 from runtime.loading import load_support_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-INTENTS = {
-    "greeting": ["hello there", "hi", "good morning", "hey you", "hello friend", "hiya", "morning!", "hey hey",
-                 "hi there friend", "good evening"],
-    "order_status": ["where is my order", "track my parcel", "has my order shipped", "order status please",
-                     "when will my package arrive", "where is my package", "is my order on its way", "track order",
-                     "my parcel is late", "package tracking"],
-    "refund": ["i want my money back", "refund please", "how do i get a refund", "return money to my card",
-               "refund my purchase", "give me a refund", "money back please", "i need a refund",
-               "refund the order", "can i be refunded"],
-}
-FAQ = [
-    {"id": "f1", "question": "How long does shipping take?", "answer": "3-5 days.",
-     "paraphrases": ["shipping time?", "how fast do you ship", "delivery duration"]},
-    {"id": "f2", "question": "Can I return an item?", "answer": "Yes, within 30 days.",
-     "paraphrases": ["return policy", "can i send it back", "how to return"]},
-]
-# The teacher's held-out rows (saved in its folder): the student must validate on exactly these.
-HELD_OUT = [{"text": texts[-1], "intent": intent} for intent, texts in INTENTS.items()] + \
-    [{"text": texts[0], "intent": intent} for intent, texts in INTENTS.items()]
-DISTILL = {"batch_size": 8, "eval_batch_size": 32, "learning_rate": 3e-3, "head_learning_rate": 1e-2,
-           "log_every": 2, "tensorboard": False, "augment_copies": 1, "val_fraction": 0.2}
-
-
-def write_project(root: Path, encoder_dir: Path, distill_section: dict | None = None, **sections: dict) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "intents.jsonl", "w", encoding="utf-8") as fh:
-        for intent, texts in INTENTS.items():
-            for t in texts:
-                fh.write(json.dumps({"text": t, "intent": intent}) + "\n")
-    with open(root / "faq.jsonl", "w", encoding="utf-8") as fh:
-        for r in FAQ:
-            fh.write(json.dumps(r) + "\n")
-    (root / "products.jsonl").write_text(json.dumps({"id": "p1", "title": "Lamp", "category": "home", "price": 10}) + "\n")
-    config = {"name": "tiny", "data": {"intents": "intents.jsonl", "faq": "faq.jsonl", "products": "products.jsonl"},
-              "artifacts_dir": "artifacts", "encoder": {"name": str(encoder_dir), "max_length": 24},
-              "training": {"val_fraction": 0.2, "tensorboard": False},
-              "distill": {**DISTILL, **(distill_section or {})}, **sections}
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
-def make_teacher(encoder_dir: Path, out: Path, layers: int = 2) -> Path:
-    """A teacher without a training run: the tiny encoder + a logistic-regression head on its embeddings.
-
-    The random encoder's word vectors are redrawn with unit variance: with BERT's 0.02 every text
-    pools to nearly the same vector (pairwise cosine 0.9), a degenerate space no trained encoder has.
-    """
-    import torch
-
-    labels = sorted(INTENTS)
-    model = SupportModel.from_encoder(str(encoder_dir), labels, max_length=24)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        model.encoder.get_input_embeddings().weight.normal_(0, 1)
-    texts = [t for ts in INTENTS.values() for t in ts]
-    ids = np.array([labels.index(i) for i, ts in INTENTS.items() for _ in ts])
-    _, emb = model.predict_logits(texts)
-    model.fit_head(emb, ids, C=10.0)
-    model.metadata = {"settings": {"seed": 42, "val_fraction": 0.2}, "intents_file": ""}
-    return model.save_pretrained(out, validation=HELD_OUT)
-
+from tests.helpers import DISTILL_INTENTS as INTENTS, HELD_OUT, accelerate_launch, make_teacher, write_project
 
 @pytest.fixture()
 def project(tmp_path, tiny_encoder_dir) -> Path:
@@ -234,20 +165,9 @@ def test_a_student_of_another_encoder_aligns_similarities(project, capsys, tmp_p
     assert results["embedding_alignment"] == "similarity_matrix" and results["student"]["init"] == "pretrained"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_distillation(project):
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "training.distill", "--config", str(project),
-           "--max-steps", "6"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = accelerate_launch(["-m", "training.distill", "--config", str(project), "--max-steps", "6"], processes=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     work = project.parent / "artifacts" / "runs" / "student"
     ranks = [json.loads((work / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -16,59 +16,9 @@ from core.cli import run_cli
 from core.errors import ArtifactError, ConfigError
 from training import loop, train
 from runtime.model import SupportModel
+from tests.helpers import TRAIN_INTENTS as INTENTS, make_project
 from runtime.loading import load_support_model
 from runtime.calibration import fit_temperature
-
-INTENTS = {
-    "greeting": ["hello there", "hi", "good morning", "hey you", "hello friend", "hiya", "morning!", "hey hey"],
-    "order_status": ["where is my order", "track my parcel", "has my order shipped", "order status please",
-                     "when will my package arrive", "where is my package", "is my order on its way", "track order"],
-    "refund": ["i want my money back", "refund please", "how do i get a refund", "return money to my card",
-               "refund my purchase", "give me a refund", "money back please", "i need a refund"],
-}
-FAQ = [
-    {"id": "f1", "question": "How long does shipping take?", "answer": "3-5 days.",
-     "paraphrases": ["shipping time?", "how fast do you ship", "delivery duration"]},
-    {"id": "f2", "question": "Can I return an item?", "answer": "Yes, within 30 days.",
-     "paraphrases": ["return policy", "can i send it back", "how to return"]},
-    {"id": "f3", "question": "Do you sell gift cards?", "answer": "Yes.",
-     "paraphrases": ["gift card available?", "can i buy a voucher"]},
-]
-
-
-def make_project(root: Path, encoder_dir: Path, training: str = "") -> Path:
-    """A tiny deployment: intents, FAQ, a product, and a config whose training section is `training`."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "intents.jsonl", "w", encoding="utf-8") as fh:
-        for intent, texts in INTENTS.items():
-            for t in texts:
-                fh.write(json.dumps({"text": t, "intent": intent}) + "\n")
-    with open(root / "faq.jsonl", "w", encoding="utf-8") as fh:
-        for r in FAQ:
-            fh.write(json.dumps(r) + "\n")
-    (root / "products.jsonl").write_text(json.dumps({"id": "p1", "title": "Lamp", "category": "home", "price": 10}) + "\n")
-    config = root / "config.yaml"
-    config.write_text(f"""name: tiny
-data:
-  intents: intents.jsonl
-  faq: faq.jsonl
-  products: products.jsonl
-artifacts_dir: artifacts
-encoder:
-  name: {encoder_dir}
-  max_length: 24
-training:
-  batch_size: 4
-  eval_batch_size: 16
-  learning_rate: 1.0e-3
-  head_learning_rate: 1.0e-2
-  val_fraction: 0.25
-  contrastive_batch_size: 4
-  log_every: 2
-  tensorboard: false
-{training}""", encoding="utf-8")
-    return config
-
 
 @pytest.fixture()
 def project(tmp_path, tiny_encoder_dir) -> Path:

@@ -1,0 +1,160 @@
+"""Helpers shared by the tests (one place): tiny deployments, a tiny teacher, the demo config in a
+temporary folder, a free port and a real `accelerate launch`. Fixtures live in tests/conftest.py."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from core.config import PROJECT_ROOT
+from runtime.model import SupportModel
+
+ROOT = PROJECT_ROOT
+
+
+def free_port() -> int:
+    # Several people run tests on this machine: never rely on a default port.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_launch(args: list[str], processes: int = 2, timeout: int = 300) -> subprocess.CompletedProcess:
+    """A real `accelerate launch` of `args` (e.g. ["-m", "training.train", ...]) on N CPU processes (gloo)."""
+    launch = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_demo_config(folder: Path, **overrides: str) -> Path:
+    """configs/demo.yaml with absolute data paths and artifacts under `folder`."""
+    text = (PROJECT_ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8")
+    text = text.replace("../data/", f"{PROJECT_ROOT}/data/")
+    text = text.replace("artifacts_dir: ../artifacts/demo", f"artifacts_dir: {folder / 'artifacts'}")
+    for old, new in overrides.items():
+        text = text.replace(old, new)
+    path = folder / "demo.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_tiny_data(root: Path, intents: dict[str, list[str]], faq: list[dict]) -> None:
+    """intents.jsonl, faq.jsonl and a one-product catalogue in `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "intents.jsonl", "w", encoding="utf-8") as fh:
+        for intent, texts in intents.items():
+            for t in texts:
+                fh.write(json.dumps({"text": t, "intent": intent}) + "\n")
+    with open(root / "faq.jsonl", "w", encoding="utf-8") as fh:
+        for r in faq:
+            fh.write(json.dumps(r) + "\n")
+    (root / "products.jsonl").write_text(json.dumps({"id": "p1", "title": "Lamp", "category": "home", "price": 10}) + "\n")
+
+
+# ---------------------------------------------------------------------- a tiny project for training.train
+
+TRAIN_INTENTS = {
+    "greeting": ["hello there", "hi", "good morning", "hey you", "hello friend", "hiya", "morning!", "hey hey"],
+    "order_status": ["where is my order", "track my parcel", "has my order shipped", "order status please",
+                     "when will my package arrive", "where is my package", "is my order on its way", "track order"],
+    "refund": ["i want my money back", "refund please", "how do i get a refund", "return money to my card",
+               "refund my purchase", "give me a refund", "money back please", "i need a refund"],
+}
+TRAIN_FAQ = [
+    {"id": "f1", "question": "How long does shipping take?", "answer": "3-5 days.",
+     "paraphrases": ["shipping time?", "how fast do you ship", "delivery duration"]},
+    {"id": "f2", "question": "Can I return an item?", "answer": "Yes, within 30 days.",
+     "paraphrases": ["return policy", "can i send it back", "how to return"]},
+    {"id": "f3", "question": "Do you sell gift cards?", "answer": "Yes.",
+     "paraphrases": ["gift card available?", "can i buy a voucher"]},
+]
+
+
+def make_project(root: Path, encoder_dir: Path, training: str = "") -> Path:
+    """A tiny deployment: intents, FAQ, a product, and a config whose training section is `training`."""
+    write_tiny_data(root, TRAIN_INTENTS, TRAIN_FAQ)
+    config = root / "config.yaml"
+    config.write_text(f"""name: tiny
+data:
+  intents: intents.jsonl
+  faq: faq.jsonl
+  products: products.jsonl
+artifacts_dir: artifacts
+encoder:
+  name: {encoder_dir}
+  max_length: 24
+training:
+  batch_size: 4
+  eval_batch_size: 16
+  learning_rate: 1.0e-3
+  head_learning_rate: 1.0e-2
+  val_fraction: 0.25
+  contrastive_batch_size: 4
+  log_every: 2
+  tensorboard: false
+{training}""", encoding="utf-8")
+    return config
+
+
+# ---------------------------------------------------------------------- a tiny project and teacher for distillation
+
+DISTILL_INTENTS = {
+    "greeting": ["hello there", "hi", "good morning", "hey you", "hello friend", "hiya", "morning!", "hey hey",
+                 "hi there friend", "good evening"],
+    "order_status": ["where is my order", "track my parcel", "has my order shipped", "order status please",
+                     "when will my package arrive", "where is my package", "is my order on its way", "track order",
+                     "my parcel is late", "package tracking"],
+    "refund": ["i want my money back", "refund please", "how do i get a refund", "return money to my card",
+               "refund my purchase", "give me a refund", "money back please", "i need a refund",
+               "refund the order", "can i be refunded"],
+}
+DISTILL_FAQ = [
+    {"id": "f1", "question": "How long does shipping take?", "answer": "3-5 days.",
+     "paraphrases": ["shipping time?", "how fast do you ship", "delivery duration"]},
+    {"id": "f2", "question": "Can I return an item?", "answer": "Yes, within 30 days.",
+     "paraphrases": ["return policy", "can i send it back", "how to return"]},
+]
+# The teacher's held-out rows (saved in its folder): the student must validate on exactly these.
+HELD_OUT = [{"text": texts[-1], "intent": intent} for intent, texts in DISTILL_INTENTS.items()] + \
+    [{"text": texts[0], "intent": intent} for intent, texts in DISTILL_INTENTS.items()]
+DISTILL = {"batch_size": 8, "eval_batch_size": 32, "learning_rate": 3e-3, "head_learning_rate": 1e-2,
+           "log_every": 2, "tensorboard": False, "augment_copies": 1, "val_fraction": 0.2}
+
+
+def write_project(root: Path, encoder_dir: Path, distill_section: dict | None = None, **sections: dict) -> Path:
+    write_tiny_data(root, DISTILL_INTENTS, DISTILL_FAQ)
+    config = {"name": "tiny", "data": {"intents": "intents.jsonl", "faq": "faq.jsonl", "products": "products.jsonl"},
+              "artifacts_dir": "artifacts", "encoder": {"name": str(encoder_dir), "max_length": 24},
+              "training": {"val_fraction": 0.2, "tensorboard": False},
+              "distill": {**DISTILL, **(distill_section or {})}, **sections}
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def make_teacher(encoder_dir: Path, out: Path, layers: int = 2) -> Path:
+    """A teacher without a training run: the tiny encoder + a logistic-regression head on its embeddings.
+
+    The random encoder's word vectors are redrawn with unit variance: with BERT's 0.02 every text
+    pools to nearly the same vector (pairwise cosine 0.9), a degenerate space no trained encoder has.
+    """
+    labels = sorted(DISTILL_INTENTS)
+    model = SupportModel.from_encoder(str(encoder_dir), labels, max_length=24)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.encoder.get_input_embeddings().weight.normal_(0, 1)
+    texts = [t for ts in DISTILL_INTENTS.values() for t in ts]
+    ids = np.array([labels.index(i) for i, ts in DISTILL_INTENTS.items() for _ in ts])
+    _, emb = model.predict_logits(texts)
+    model.fit_head(emb, ids, C=10.0)
+    model.metadata = {"settings": {"seed": 42, "val_fraction": 0.2}, "intents_file": ""}
+    return model.save_pretrained(out, validation=HELD_OUT)
