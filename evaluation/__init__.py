@@ -13,10 +13,10 @@ sklearn or the assistant.
 """
 from __future__ import annotations
 
-import core  # noqa: F401  (thread settings before torch or faiss load)
+import importlib
+from typing import Any
 
-import importlib  # noqa: E402
-from typing import Any  # noqa: E402
+import core  # noqa: F401  (thread settings before torch or faiss load)
 
 _EXPORTS = {
     "EvalResult": "evaluation.base", "Evaluator": "evaluation.base",

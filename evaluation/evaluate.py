@@ -44,9 +44,21 @@ from evaluation import plots
 from evaluation.base import EvalResult, Evaluator
 from evaluation.dialog import DialogEvaluator, load_dialogs
 from evaluation.efficiency import EfficiencyEvaluator, EfficiencyInputs
-from evaluation.nlu import FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator, load_intent_data, read_intents
-from evaluation.report import (build_report, latest_report_dir, load_report, update_latest, write_comparison,
-                               write_report)
+from evaluation.nlu import (
+    FrozenEmbeddingCVEvaluator,
+    IntentSet,
+    NLUEvaluator,
+    load_intent_data,
+    read_intents,
+)
+from evaluation.report import (
+    build_report,
+    latest_report_dir,
+    load_report,
+    update_latest,
+    write_comparison,
+    write_report,
+)
 from evaluation.retrieval import FaqRetrievalEvaluator, ProductRetrievalEvaluator
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, average_precision_score, classification_report, confusion_matrix,
-                             f1_score, precision_score, recall_score)
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+)
 
 from core.errors import DataError
 from evaluation.base import EvalResult, Evaluator, batched, finite

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from retrieval.faq import FaqIndex, calibrate_faq_threshold
-from retrieval.recommend import Recommender
+from core.atomic import atomic_write_json
 from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
 from core.config import Config
-from core.atomic import atomic_write_json
 from core.errors import ArtifactError, DataError
 from core.jsonl import read_jsonl
+from retrieval.faq import FaqIndex, calibrate_faq_threshold
+from retrieval.recommend import Recommender
 from runtime.loading import served_embedder
 
 if TYPE_CHECKING:

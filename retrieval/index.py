@@ -29,9 +29,7 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any, Iterable, Sequence
 import faiss
 import numpy as np
 
+from core.atomic import replace_dir, share_like_umask, temp_dir_beside
 from core.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -316,28 +315,15 @@ class VectorIndex:
             "info": self.info,
             "entries": [{"label": label, "id": id_, "meta": meta} for label, (id_, meta) in self._entries.items()],
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        old: Path | None = None
+        tmp = temp_dir_beside(directory)
         try:
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; an index is shared like any file
             _write_synced(tmp / INDEX_FILE, memoryview(blob))
             _write_synced(tmp / META_FILE, json.dumps(meta, ensure_ascii=False).encode("utf-8"))
-            if directory.exists():
-                # Keep the old index until the new one is in place; rename is atomic on one filesystem.
-                old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-                directory.rename(old)
-            try:
-                tmp.rename(directory)
-            except OSError:
-                if old is not None:
-                    old.rename(directory)
-                    old = None
-                raise
+            share_like_umask(tmp)  # mkdtemp makes it private; an index is shared like any file
+            replace_dir(tmp, directory)  # the old index stays until the new one is in place
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         logger.info("saved %s index (%d entries) to %s", self.kind, len(self._entries), directory)
         return directory
 
@@ -394,12 +380,6 @@ def _training_sample(x: np.ndarray, nlist: int | None, seed: int = 0) -> np.ndar
         return x
     rng = np.random.default_rng(seed)
     return x[np.sort(rng.choice(len(x), n_train, replace=False))]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_synced(path: Path, data: bytes | memoryview) -> None:

@@ -23,10 +23,22 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from retrieval.filters import (AROUND_TOLERANCE, Filters, category_vocabulary, parse_filters, product_brand,
-                               product_price, query_words)
+from retrieval.filters import (
+    AROUND_TOLERANCE,
+    Filters,
+    category_vocabulary,
+    parse_filters,
+    product_brand,
+    product_price,
+    query_words,
+)
 from retrieval.index import BUILD_HINT, VectorIndex
-from retrieval.reasons import attr_phrase, matched_tags, recommend_reason, similar_reason
+from retrieval.reasons import (
+    attr_phrase,
+    matched_tags,
+    recommend_reason,
+    similar_reason,
+)
 
 if TYPE_CHECKING:
     from runtime.embedder import Embedder

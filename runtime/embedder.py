@@ -14,11 +14,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from core.config import DEFAULT_ENCODER
 from core.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Files that decide what an encoder outputs: architecture, weights, tokenizer.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")

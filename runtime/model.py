@@ -30,8 +30,17 @@ from core.config import DEFAULT_ENCODER
 from core.errors import ArtifactError
 from runtime.calibration import softmax
 from runtime.embedder import mean_pool, model_fingerprint, resolve_model_path
-from runtime.folder import (FORMAT_VERSION, HEAD_FILE, LABELS_FILE, META_FILE, TRAIN_COMMAND, VALIDATION_FILE,
-                            first_line, quiet_transformers, read_model_meta)
+from runtime.folder import (
+    FORMAT_VERSION,
+    HEAD_FILE,
+    LABELS_FILE,
+    META_FILE,
+    TRAIN_COMMAND,
+    VALIDATION_FILE,
+    first_line,
+    quiet_transformers,
+    read_model_meta,
+)
 
 logger = logging.getLogger(__name__)
 

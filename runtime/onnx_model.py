@@ -20,7 +20,13 @@ import numpy as np
 
 from core.errors import ArtifactError
 from runtime.calibration import softmax
-from runtime.folder import HEAD_FILE, LABELS_FILE, first_line, quiet_transformers, read_model_meta
+from runtime.folder import (
+    HEAD_FILE,
+    LABELS_FILE,
+    first_line,
+    quiet_transformers,
+    read_model_meta,
+)
 
 logger = logging.getLogger(__name__)
 

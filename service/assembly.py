@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from core.config import Config
-from service.engine import Assistant
-from service.flows import FlowRunner
 from core.errors import ArtifactError
 from core.jsonl import read_jsonl
 from runtime.folder import read_validation_split
+from service.engine import Assistant
+from service.flows import FlowRunner
 from service.nlu import NLU, FrozenEncoderNLU, ModelNLU
-from service.policy import Thresholds
 from service.oos import OOSDetector
+from service.policy import Thresholds
 from service.store import Store
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 from service import smalltalk
 from service.domain import Domain, default_domain
+from service.flows.slots import ORDER_ID
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
 from service.nlu import NLU, NLUResult
-from service.pii import redact
-from service.flows.slots import ORDER_ID
 from service.phrases import ASKS_HUMAN
+from service.pii import redact
 from service.policy import Decision, Signals, Thresholds, decide
 from service.reply import ProductCard, Reply, Source
 from service.sessions import InMemorySessionStore, SessionState, SessionStore

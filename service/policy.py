@@ -10,7 +10,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain import CONTROL, HANDOFF, OUT_OF_SCOPE, SEARCH, SMALL_TALK, Domain, default_domain, faq_category
+from service.domain import (
+    CONTROL,
+    HANDOFF,
+    OUT_OF_SCOPE,
+    SEARCH,
+    SMALL_TALK,
+    Domain,
+    default_domain,
+    faq_category,
+)
 from service.nlu import NLUResult
 from service.phrases import RESUME
 from service.sessions import SessionState

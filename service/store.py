@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.errors import ArtifactError, DataError
+from core.jsonl import read_jsonl
 from service.sessions import SessionState
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,7 @@ class Store:
 
     def seed_orders(self, path: Path) -> int:
         """Load demo/operator orders from JSON Lines; existing orders are left as they are."""
-        rows = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        rows = read_jsonl(path, what="order")
         added = 0
         with self._tx() as conn:
             for n, o in enumerate(rows, 1):

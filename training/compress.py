@@ -164,10 +164,17 @@ def agreement(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray,
 def compress_model(model_dir: str | Path, output_dir: str | Path, settings: CompressionSettings | None = None,
                    check_texts: Sequence[str] = (), *, config_path: str | Path | None = None) -> dict[str, Any]:
     """Write the served folder for the fp32 model in `model_dir`; returns a report (sizes, check, choice)."""
+    from core.atomic import replace_dir, share_like_umask, temp_dir_beside
     from runtime.embedder import model_fingerprint
+    from runtime.folder import (
+        FORMAT_VERSION,
+        HEAD_FILE,
+        LABELS_FILE,
+        META_FILE,
+        VALIDATION_FILE,
+        read_model_meta,
+    )
     from runtime.model import SupportModel
-    from runtime.folder import FORMAT_VERSION, HEAD_FILE, LABELS_FILE, META_FILE, VALIDATION_FILE, read_model_meta
-    from core.atomic import replace_dir, share_like_umask
     from runtime.onnx_model import ONNX_FILE, RUNTIME, OnnxSupportModel
 
     settings = settings or CompressionSettings()
@@ -184,7 +191,7 @@ def compress_model(model_dir: str | Path, output_dir: str | Path, settings: Comp
     reference = model.predict_logits(texts)
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    tmp = temp_dir_beside(output_dir)
     try:
         with tempfile.TemporaryDirectory(prefix="attendant-compress-") as work_str:
             work = Path(work_str)

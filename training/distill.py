@@ -40,6 +40,7 @@ from typing import Any, Sequence
 from core.cli import add_config_arguments, config_from_args, run_cli
 from core.config import Config, DistillSettings, is_layer_list
 from core.errors import ArtifactError, ConfigError, DataError
+from core.layout import STUDENT
 from training.loop import Loop, Objective, RunOptions, Task, add_run_arguments
 
 logger = logging.getLogger("training.distill")
@@ -58,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "embedding alignment), on one or many processes.")
     add_config_arguments(parser)
     parser.add_argument("--teacher", default=None, help="teacher model folder (default: <artifacts_dir>/teacher)")
-    add_run_arguments(parser, section="distill", default_output="student")
+    add_run_arguments(parser, section="distill", default_output=STUDENT)
     return parser.parse_args(argv)
 
 
@@ -331,7 +332,13 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
     from accelerate.utils import gather_object
 
     from runtime.model import SupportModel
-    from training.data import LengthGroupedBatchSampler, load_faq, load_intent_splits, load_intents, rows_of
+    from training.data import (
+        LengthGroupedBatchSampler,
+        load_faq,
+        load_intent_splits,
+        load_intents,
+        rows_of,
+    )
     from training.losses import EmbeddingDistillationLoss
 
     loop = Loop(settings, options, work_dir=work_dir, name="distillation", fix_hint=fix_hint, seed=seed)

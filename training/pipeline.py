@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from core.cli import run_cli, setup_logging
-from core.cli import add_config_arguments, config_from_args
+from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
 from core.config import PIPELINE_STEPS, Config
 from core.errors import ArtifactError, ConfigError
 from runtime.folder import read_model_meta

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from core.cli import add_config_arguments, config_from_args, run_cli
 from core.config import Config
 from core.errors import ConfigError
+from core.layout import TEACHER
 from training.loop import Loop, Objective, RunOptions, Task, add_run_arguments
 
 logger = logging.getLogger("training.train")
@@ -45,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="accelerate launch -m training.train",
         description="Fine-tune the teacher SupportModel on a config's intents and FAQ (one or many processes).")
     add_config_arguments(parser)
-    add_run_arguments(parser, section="training", default_output="teacher")
+    add_run_arguments(parser, section="training", default_output=TEACHER)
     return parser.parse_args(argv)
 
 
@@ -87,7 +88,11 @@ class TeacherObjective(Objective):
     the frozen-embedding regression. One forward pass for intents and pairs: DDP sees one graph."""
 
     def __init__(self, settings: Any, pad_id: int, pairs: PairStream | None = None, anchor_logits: Any = None) -> None:
-        from training.losses import InBatchContrastiveLoss, IntentClassificationLoss, SoftTargetDistillationLoss
+        from training.losses import (
+            InBatchContrastiveLoss,
+            IntentClassificationLoss,
+            SoftTargetDistillationLoss,
+        )
 
         self.s = settings
         self.pad_id = pad_id
@@ -149,8 +154,18 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
     from transformers import DataCollatorWithPadding
 
     from runtime.model import SupportModel
-    from training.data import (IntentPairBatchSampler, LengthGroupedBatchSampler, PairCollator, faq_pairs, load_faq,
-                               load_intent_splits, load_intents, rows_of, tokenize_intents, tokenize_pairs)
+    from training.data import (
+        IntentPairBatchSampler,
+        LengthGroupedBatchSampler,
+        PairCollator,
+        faq_pairs,
+        load_faq,
+        load_intent_splits,
+        load_intents,
+        rows_of,
+        tokenize_intents,
+        tokenize_pairs,
+    )
 
     loop = Loop(settings, options, work_dir=work_dir, name="training", fix_hint=fix_hint)
     acc, log = loop.accelerator, loop.log

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from service.assembly import build_assistant, load_nlu
 from core.config import Config
-from service.engine import Assistant
 from core.errors import ArtifactError
+from service.assembly import build_assistant, load_nlu
+from service.engine import Assistant
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ import uuid
 
 import gradio as gr
 
-from service import smalltalk
-from webapp import presenters
 from core.config import Config
+from service import smalltalk
 from service.engine import Assistant
 from service.operator import PASSWORD_ENV, OperatorConsole
+from webapp import presenters
 
 CSS = """
 .product-grid {display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr)); gap: 10px;}

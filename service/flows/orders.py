@@ -8,8 +8,15 @@ from __future__ import annotations
 import datetime as dt
 
 from service.flows.base import Flow, FlowContext, Refusal, Slot
-from service.flows.slots import (email_already_verified, extract_address, extract_condition, extract_email,
-                                 extract_order_id, validate_email, validate_order_id)
+from service.flows.slots import (
+    email_already_verified,
+    extract_address,
+    extract_condition,
+    extract_email,
+    extract_order_id,
+    validate_email,
+    validate_order_id,
+)
 from service.store import Order
 
 NOT_SHIPPED = ("placed", "processing")

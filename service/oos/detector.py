@@ -12,11 +12,26 @@ import numpy as np
 
 from core.atomic import atomic_write, atomic_write_text
 from core.errors import ArtifactError
-from service.oos.calibration import (DEFAULT_MAX_ACCURACY_DROP, OOSCalibration, calibrate_oos_threshold,
-                                     validation_temperature)
-from service.oos.scores import (NORMALISED_COMPONENTS, SCORE_METHODS, as_2d, centroid_similarity_score,
-                                class_centroids, combine_scores, is_oos_label, knn_similarity_score, l2_normalise,
-                                max_prob_score, oos_mask, prob_logit)
+from service.oos.calibration import (
+    DEFAULT_MAX_ACCURACY_DROP,
+    OOSCalibration,
+    calibrate_oos_threshold,
+    validation_temperature,
+)
+from service.oos.scores import (
+    NORMALISED_COMPONENTS,
+    SCORE_METHODS,
+    as_2d,
+    centroid_similarity_score,
+    class_centroids,
+    combine_scores,
+    is_oos_label,
+    knn_similarity_score,
+    l2_normalise,
+    max_prob_score,
+    oos_mask,
+    prob_logit,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.config import (DEFAULT_CONFIG, SECTIONS, CompressionSettings, Config, DistillSettings, FlowsConfig,
-                         PipelineSettings, TrainingSettings, apply_overrides, load_config)
+from core.config import (
+    DEFAULT_CONFIG,
+    SECTIONS,
+    CompressionSettings,
+    Config,
+    DistillSettings,
+    FlowsConfig,
+    PipelineSettings,
+    TrainingSettings,
+    apply_overrides,
+    load_config,
+)
 from core.errors import ConfigError
 
 DEMO = yaml.safe_load(DEFAULT_CONFIG.read_text())

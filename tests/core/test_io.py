@@ -5,7 +5,12 @@ import os
 
 import pytest
 
-from core.atomic import atomic_write_json, atomic_write_text, replace_dir, temp_dir_beside
+from core.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    replace_dir,
+    temp_dir_beside,
+)
 from core.errors import DataError
 from core.jsonl import read_jsonl, write_jsonl
 from core.layout import ArtifactLayout

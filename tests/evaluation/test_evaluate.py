@@ -19,8 +19,21 @@ import yaml
 from core.config import PROJECT_ROOT
 from evaluation.dialog import DialogEvaluator, load_dialogs
 from evaluation.efficiency import EfficiencyEvaluator, EfficiencyInputs
-from evaluation.nlu import FrozenEmbeddingCVEvaluator, IntentSet, NLUEvaluator, expected_calibration_error, read_intents
-from evaluation.report import build_report, compare_reports, latest_report_dir, load_report, update_latest, write_report
+from evaluation.nlu import (
+    FrozenEmbeddingCVEvaluator,
+    IntentSet,
+    NLUEvaluator,
+    expected_calibration_error,
+    read_intents,
+)
+from evaluation.report import (
+    build_report,
+    compare_reports,
+    latest_report_dir,
+    load_report,
+    update_latest,
+    write_report,
+)
 from evaluation.retrieval import FaqRetrievalEvaluator, ProductRetrievalEvaluator
 from retrieval.index import Hit
 from retrieval.recommend import Suggestion
@@ -407,9 +420,9 @@ def test_cli_smoke_on_the_demo_config(tmp_path, tiny_encoder_dir, capsys):
 def test_model_flag_loads_a_support_model_folder(tmp_path, tiny_encoder_dir):
     """`--model DIR` serves the folder through ModelNLU, as the app serves a trained model."""
     from core.config import load_config
-    from service.nlu import ModelNLU
     from evaluation.evaluate import load_model
     from runtime.model import SupportModel
+    from service.nlu import ModelNLU
 
     model = SupportModel.from_encoder(str(tiny_encoder_dir), ["greeting", "thanks"])
     model.fit_head(model.encode(["hi", "hello", "thanks", "thank you"]), np.array([0, 0, 1, 1]))

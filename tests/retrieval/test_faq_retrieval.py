@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.build import build_indexes, load_indexes, main as build_main
-from retrieval.faq import FaqIndex, _best_threshold, calibrate_faq_threshold
 from core.cli import run_cli
 from core.config import PROJECT_ROOT, load_config
 from core.errors import ArtifactError
 from core.jsonl import read_jsonl
+from retrieval.build import build_indexes, load_indexes
+from retrieval.build import main as build_main
+from retrieval.faq import FaqIndex, _best_threshold, calibrate_faq_threshold
 
 SMALL_FAQ = [
     {"id": "ship", "question": "How much does shipping cost?", "answer": "Free over $49.",

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 import retrieval.index as index_mod
-from retrieval.index import INDEX_FILE, META_FILE, TOMBSTONE_REBUILD_FRACTION, VectorIndex
 from core.errors import ArtifactError
+from retrieval.index import (
+    INDEX_FILE,
+    META_FILE,
+    TOMBSTONE_REBUILD_FRACTION,
+    VectorIndex,
+)
 
 DIM = 32
 N = 400

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.filters import Filters, category_vocabulary, parse_filters
 from core.jsonl import read_jsonl
+from retrieval.filters import Filters, category_vocabulary, parse_filters
 
 CATS = ["audio", "kitchen", "laptops", "tv", "gaming", "furniture", "phones_tablets", "cameras", "smart_home"]
 BRANDS = ["Sonvale", "Marlow Lane", "Brightwell"]

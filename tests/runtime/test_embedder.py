@@ -6,8 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.embedder import DEFAULT_ENCODER, Embedder, model_fingerprint, resolve_model_path
 from core.errors import ArtifactError
+from runtime.embedder import (
+    DEFAULT_ENCODER,
+    Embedder,
+    model_fingerprint,
+    resolve_model_path,
+)
 
 
 def test_encode_shape_dtype_and_unit_length(embedder):

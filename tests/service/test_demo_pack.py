@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core.jsonl import read_jsonl
-
 from core.config import PROJECT_ROOT, load_config
 from core.errors import ConfigError
+from core.jsonl import read_jsonl
 from service.domain import default_domain
 
 DEMO_DIR = PROJECT_ROOT / "data" / "demo"

@@ -14,8 +14,19 @@ import numpy as np
 import pytest
 
 from core.config import PROJECT_ROOT, FlowsConfig
-from service.domain import (CONTROL, FLOW, SMALL_TALK, Domain, DomainError, Intent, default_domain,
-                            discover_flows, docs_are_current, render_domain_markdown, replace_marked_block)
+from service.domain import (
+    CONTROL,
+    FLOW,
+    SMALL_TALK,
+    Domain,
+    DomainError,
+    Intent,
+    default_domain,
+    discover_flows,
+    docs_are_current,
+    render_domain_markdown,
+    replace_marked_block,
+)
 from service.nlu import NLUResult
 from service.policy import Thresholds, decide
 from service.sessions import SessionState

@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 
 from core.errors import ArtifactError
-from service.nlu import NLUResult
 from runtime.calibration import fit_temperature
-from service.oos import (OOSCalibration, OOSDetector, apply_temperature, calibrate_oos_threshold, knn_similarity_score,
-                         max_prob_score, oos_figures, validation_temperature)
+from service.nlu import NLUResult
+from service.oos import (
+    OOSCalibration,
+    OOSDetector,
+    apply_temperature,
+    calibrate_oos_threshold,
+    knn_similarity_score,
+    max_prob_score,
+    oos_figures,
+    validation_temperature,
+)
 
 # ---------------------------------------------------------------------- calibration on a constructed example
 # Ten in-scope examples, all predicted right, and four OOS examples; scores: higher = more in scope.

@@ -4,8 +4,8 @@ import random
 import pytest
 
 from service.pii import redact
-from webapp.presenters import escape_user_text
 from service.text import clean_message
+from webapp.presenters import escape_user_text
 
 
 @pytest.mark.parametrize("raw", ["", "   ", "\n\t", None])

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from core.cli import run_cli
-from core.errors import ArtifactError, ConfigError
-from tests.helpers import DISTILL_INTENTS as INTENTS, make_teacher, write_project
-from training import compress
 from core.config import CompressionSettings
-from runtime.loading import is_made_from
-from training.compress import compress_model
+from core.errors import ArtifactError, ConfigError
+from runtime.loading import is_made_from, load_support_model
 from runtime.model import SupportModel
-from runtime.loading import load_support_model
+from tests.helpers import DISTILL_INTENTS as INTENTS
+from tests.helpers import make_teacher, write_project
+from training import compress
+from training.compress import compress_model
 
 SAMPLE = [t for ts in INTENTS.values() for t in ts] + ["where is my refund", "hello, is my parcel coming?",
                                                        "money back for the lamp", "good morning, any news"]

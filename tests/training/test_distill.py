@@ -13,10 +13,12 @@ import pytest
 
 from core.cli import run_cli
 from core.errors import ConfigError
-from training import distill
-from runtime.model import SupportModel
 from runtime.loading import load_support_model
-from tests.helpers import DISTILL_INTENTS as INTENTS, HELD_OUT, accelerate_launch, make_teacher, write_project
+from runtime.model import SupportModel
+from tests.helpers import DISTILL_INTENTS as INTENTS
+from tests.helpers import HELD_OUT, accelerate_launch, make_teacher, write_project
+from training import distill
+
 
 @pytest.fixture()
 def project(tmp_path, tiny_encoder_dir) -> Path:

@@ -49,9 +49,9 @@ def test_pipeline_builds_everything_and_the_app_serves_the_compressed_student(tm
     assert report["meta"]["model"] == "served"
 
     # the app's assembly picks the served (compressed) student and answers through ModelNLU
+    from runtime.onnx_model import OnnxSupportModel
     from service.assembly import build_assistant, open_store
     from service.nlu import ModelNLU
-    from runtime.onnx_model import OnnxSupportModel
 
     assistant = build_assistant(config, store=open_store(config, tmp_path / "store.sqlite"))
     assert isinstance(assistant.nlu, ModelNLU) and isinstance(assistant.nlu.model, OnnxSupportModel)

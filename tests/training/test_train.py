@@ -14,11 +14,13 @@ import torch
 
 from core.cli import run_cli
 from core.errors import ArtifactError, ConfigError
-from training import loop, train
-from runtime.model import SupportModel
-from tests.helpers import TRAIN_INTENTS as INTENTS, make_project
-from runtime.loading import load_support_model
 from runtime.calibration import fit_temperature
+from runtime.loading import load_support_model
+from runtime.model import SupportModel
+from tests.helpers import TRAIN_INTENTS as INTENTS
+from tests.helpers import make_project
+from training import loop, train
+
 
 @pytest.fixture()
 def project(tmp_path, tiny_encoder_dir) -> Path:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import accelerate_launch, make_project
 from runtime.model import SupportModel
+from tests.helpers import accelerate_launch, make_project
 
 pytestmark = pytest.mark.slow
 

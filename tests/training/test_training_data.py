@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from core.errors import DataError
-from training.data import (LengthGroupedBatchSampler, faq_pairs, load_faq, load_intent_splits,
-                           load_intents, stratified_split, tokenize_intents)
+from training.data import (
+    LengthGroupedBatchSampler,
+    faq_pairs,
+    load_faq,
+    load_intent_splits,
+    load_intents,
+    stratified_split,
+    tokenize_intents,
+)
 
 BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
 
