@@ -36,7 +36,10 @@ def run(cmd: list[str], log: Path) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def build(config: str, processes: int, artifacts: Path, log: Path) -> dict:
+def build(config: str, processes: int, artifacts: Path, log: Path, reuse: bool = False) -> dict:
+    if reuse and (artifacts / "reports" / "latest" / "report.json").is_file():
+        print(f"reusing the {processes}-process build in {artifacts}", flush=True)
+        return read_build(processes, artifacts, {})
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
     launch += ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--num_processes", "1"]
     common = ["--config", config, "--set", f"artifacts_dir={artifacts}"]
@@ -46,6 +49,10 @@ def build(config: str, processes: int, artifacts: Path, log: Path) -> dict:
         "compress+index+evaluate": run([sys.executable, "-m", "training.pipeline", *common,
                                         "--steps", "compress,index,evaluate"], log),
     }
+    return read_build(processes, artifacts, seconds)
+
+
+def read_build(processes: int, artifacts: Path, seconds: dict) -> dict:
     report = json.loads((artifacts / "reports" / "latest" / "report.json").read_text())
     dialog = report["sections"]["dialog"]["metrics"]
     runs = {}
@@ -76,6 +83,8 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=2, help="the N to compare with 1 process")
     p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "attendant-nproc-bench"))
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--reuse", type=int, nargs="*", default=[], metavar="N",
+                   help="reuse the finished N-process build(s) in --work instead of rebuilding (same code only)")
     a = p.parse_args()
     work = Path(a.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -83,7 +92,7 @@ def main() -> int:
     for n in (1, a.processes):
         log = work / f"p{n}.log"
         print(f"building with {n} process(es); log in {log}", flush=True)
-        results.append(build(a.config, n, work / f"p{n}", log))
+        results.append(build(a.config, n, work / f"p{n}", log, reuse=n in a.reuse))
     command = f"python benchmarks/nproc_build_bench.py --config {a.config} --processes {a.processes}"
     out = {"command": command, "machine": f"{os.cpu_count()} CPU cores, no GPU" if not _has_gpu() else "GPU",
            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results}
