@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config import PROJECT_ROOT
 from core.errors import DataError
 from training.data import (
     LengthGroupedBatchSampler,
@@ -18,7 +19,7 @@ from training.data import (
     tokenize_intents,
 )
 
-BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77"
+BANKING77 = PROJECT_ROOT.parent / "shared" / "data" / "banking77"   # ../shared/data beside the clone
 
 
 @pytest.fixture(scope="module")
