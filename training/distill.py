@@ -297,9 +297,9 @@ class DistillObjective(Objective):
         device = labels.device
         out = model(**batch)
         kd = self.kd_loss(out.logits, self.t_logits[rows].to(device))
-        labelled = labels >= 0
-        # Every term is computed on every step (zero weight or not), so DDP sees one graph.
-        ce = self.ce_loss(out.logits[labelled], labels[labelled]) if bool(labelled.any()) else out.logits.sum() * 0.0
+        # Every term is computed on every step (zero weight or not), so DDP sees one graph; the
+        # labelled rows are averaged over the global batch, not per process.
+        ce = self.ce_loss(out.logits, labels, mask=labels >= 0)
         al = self.emb_loss(out.embeddings, self.t_emb[rows].to(device))
         self.parts = {"kd": kd, "ce": ce, "embedding": al}
         return s.kd_weight * kd + s.ce_weight * ce + s.embedding_weight * al

@@ -15,12 +15,18 @@ from torch import nn
 
 
 class IntentClassificationLoss(nn.Module):
+    """Cross-entropy with label smoothing. With `mask`, the mean over the masked rows of the *global*
+    batch (see `global_masked_mean`), so rows are weighted alike on any number of processes."""
+
     def __init__(self, label_smoothing: float = 0.1) -> None:
         super().__init__()
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        per_row = F.cross_entropy(logits, labels.clamp_min(0), label_smoothing=self.label_smoothing, reduction="none")
+        return global_masked_mean(per_row, mask)
 
 
 def _world() -> tuple[int, int]:
@@ -69,6 +75,25 @@ def gather_across_processes(x: torch.Tensor) -> tuple[torch.Tensor, int]:
         return x, 0
     gathered = _GatherWithGrad.apply(x) if x.requires_grad else _all_gather(x)
     return gathered, rank * x.size(0)
+
+
+def global_masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of `values` over the rows where `mask` holds, across every process's batch.
+
+    A per-process mean would weight a row by 1 / (its process's masked rows): with 10 labelled rows
+    on one process and 2 on the other, the 2 would count five times as much as on one process.
+    Here each process returns its sum x processes / (masked rows everywhere), so the mean that DDP
+    takes of the processes' gradients is the gradient of the global mean.
+    """
+    mask = mask.to(values.dtype)
+    count = mask.sum().detach()
+    _, world = _world()
+    if world > 1:
+        import torch.distributed as dist
+
+        count = count.clone()
+        dist.all_reduce(count)
+    return (values * mask).sum() * world / count.clamp_min(1.0)
 
 
 class InBatchContrastiveLoss(nn.Module):

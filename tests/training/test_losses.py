@@ -62,3 +62,39 @@ def test_local_negatives_alone_would_differ():
     loss, _ = _grads(layer, anchors, positives, groups)
     half = [_grads(*_batch()[:1], anchors[s], positives[s], groups[s])[0] for s in (slice(0, 4), slice(4, 8))]
     assert abs(sum(half) / 2 - loss) > 1e-3
+
+
+def _ce_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from training.losses import IntentClassificationLoss
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    layer, logits_in, labels = _ce_batch()
+    rows = slice(rank * ROWS // world, (rank + 1) * ROWS // world)
+    loss = IntentClassificationLoss(0.1)(layer(logits_in[rows]), labels[rows], mask=labels[rows] >= 0)
+    loss.backward()
+    grad = layer.weight.grad.clone()
+    dist.all_reduce(grad)
+    if rank == 0:
+        torch.save(grad / world, out)
+    dist.destroy_process_group()
+
+
+def _ce_batch():
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(DIM, 3)
+    labels = torch.tensor([0, 1, 2, -1, -1, -1, -1, 1])   # 3 labelled rows on process 0, 1 on process 1
+    return layer, torch.randn(ROWS, DIM), labels
+
+
+@pytest.mark.slow
+def test_labelled_rows_weigh_the_same_on_two_processes(tmp_path):
+    from training.losses import IntentClassificationLoss
+
+    layer, inputs, labels = _ce_batch()
+    IntentClassificationLoss(0.1)(layer(inputs), labels, mask=labels >= 0).backward()
+    out = str(tmp_path / "ce.pt")
+    mp.spawn(_ce_worker, args=(2, free_port(), out), nprocs=2)
+    torch.testing.assert_close(torch.load(out), layer.weight.grad, rtol=1e-4, atol=1e-6)
