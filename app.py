@@ -44,7 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.host or config.server.host
     port = args.port or config.server.port
     log.info("serving %s on http://%s:%d", config.store_name, host, port)
-    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, css=CSS, footer_links=["api"])
+    # demo.guard's middleware sets the page's HttpOnly cookie, refuses bodies over 64 KB (413) and
+    # rate-limits each client (429) before Gradio parses anything.
+    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, css=CSS, footer_links=["api"],
+                                                   app_kwargs=demo.guard.app_kwargs(), max_file_size=demo.guard.max_body_bytes)
     return 0
 
 

@@ -139,10 +139,33 @@ class FlowsConfig(_Checks):
     return_window_days: int = 30
     restocking_fee: float = 0.15           # opened, non-defective returns
     support_hours: str = ""
+    # Trust: how long things stay valid, and how many wrong order number + email pairs are tolerated.
+    verification_ttl_s: int = 900          # an order verified in a session stays verified this long
+    confirmation_ttl_s: int = 600          # an unanswered "Shall I go ahead? (yes/no)" expires (asked again)
+    max_failures_per_order: int = 5        # failed checks on one order number (all sessions) before it locks
+    max_failures_per_session: int = 3      # failed checks in one session (all flows) before it locks
+    lockout_s: int = 900                   # a lock's cool-down; failures older than this are forgotten
+    backoff_s: float = 2.0                 # from the 2nd failure on: wait backoff_s * 2^(n-2) before the next check
 
     def validate(self, where: str) -> None:
-        self._at_least_one(where, "return_window_days")
+        self._at_least_one(where, "return_window_days", "verification_ttl_s", "confirmation_ttl_s",
+                           "max_failures_per_order", "max_failures_per_session", "lockout_s")
         self._fraction(where, "restocking_fee")
+        self._not_negative(where, "backoff_s")
+
+
+@dataclass
+class RetentionConfig(_Checks):
+    """How long stored conversations are kept (`python -m service.retention` purges older ones); null keeps forever."""
+    SECTION = "retention"
+    transcripts_days: float | None = 90
+    tickets_days: float | None = 365      # closed tickets only; open ones are never purged
+    sessions_days: float | None = 30
+
+    def validate(self, where: str) -> None:
+        for key in ("transcripts_days", "tickets_days", "sessions_days"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise self._bad(where, key, "must be a number of days >= 0 or null (keep forever)")
 
 
 @dataclass
@@ -305,7 +328,7 @@ class PipelineSettings(_Checks):
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "encoder": EncoderConfig, "retrieval": RetrievalConfig, "policy": PolicyConfig,
-    "server": ServerConfig, "flows": FlowsConfig, "training": TrainingSettings, "distill": DistillSettings,
+    "server": ServerConfig, "flows": FlowsConfig, "retention": RetentionConfig, "training": TrainingSettings, "distill": DistillSettings,
     "compression": CompressionSettings, "pipeline": PipelineSettings,
 }
 SCALARS = ("name", "store_name", "artifacts_dir")
@@ -324,6 +347,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections import defaultdict
 from typing import Any, Protocol
 
 from service import smalltalk
@@ -20,7 +18,7 @@ from service.phrases import ASKS_HUMAN
 from service.pii import redact
 from service.policy import Decision, Signals, Thresholds, decide
 from service.reply import ProductCard, Reply, Source
-from service.sessions import InMemorySessionStore, SessionState, SessionStore
+from service.sessions import InMemorySessionStore, SessionLocks, SessionState, SessionStore
 from service.text import clean_message
 
 log = logging.getLogger(__name__)
@@ -64,7 +62,7 @@ class Assistant:
         self.max_message_chars = max_message_chars
         self.top_k = top_k
         self.support_hours = support_hours
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks = SessionLocks()   # one per session while in use; pruned (weak references)
 
     # -- the turn -----------------------------------------------------------------------------
     def respond(self, session_id: str, message: object) -> Reply:

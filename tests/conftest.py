@@ -145,3 +145,46 @@ def app_server(tmp_path_factory):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+OPERATOR_TEST_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def operator_app_server(app_server):
+    """A second `python app.py` on the first one's (already built) config, with the operator console
+    on (ATTENDANT_OPERATOR_PASSWORD set). Yields the base URL and the password."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log_path = app_server["log"].with_name("operator_app.log")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+           "ATTENDANT_OPERATOR_PASSWORD": OPERATOR_TEST_PASSWORD}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", "--config", str(app_server["config"]), "--port", str(port),
+                                 "--no-build"], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"app.py did not start in time:\n{log_path.read_text()[-3000:]}")
+            time.sleep(2)
+        yield {"url": url, "log": log_path, "config": app_server["config"], "password": OPERATOR_TEST_PASSWORD}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -371,6 +371,12 @@ class Loop:
                 p.requires_grad_(False)
         optimizer = torch.optim.AdamW(param_groups(model, s), lr=s.learning_rate)
         model, optimizer = acc.prepare(model, optimizer)
+        if acc.num_processes > 1:
+            # Everything that must agree across processes is built by now (DDP has broadcast the
+            # weights). From here the random draws are dropout masks: give each process its own
+            # stream, or every process would drop the same units of its rows (one process drops
+            # independently for each row of the global batch).
+            torch.manual_seed(self.seed + acc.process_index)
         train_loader = self.sharded_loader(task.train_dataset, task.base_sampler, task.collator)
         sampler: ShardedBatchSampler = train_loader.batch_sampler
         micro_per_epoch = sampler.full_batches()

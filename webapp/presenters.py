@@ -10,8 +10,18 @@ import re
 
 from service.reply import Reply
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+# Every ASCII punctuation mark that Markdown gives a meaning (emphasis, links, images, lists,
+# headings, tables, autolinks "http:" / "www.", maths "$") is backslash-escaped; "&" and ";" are left
+# to html.escape, which runs first.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>\-.:$=\"'])")
 MAX_ECHO_CHARS = 2000
+
+
+def escape_text(text: object) -> str:
+    """Any text as literal characters in a Markdown/HTML view: no HTML, no links, images or markup."""
+    s = "" if text is None else str(text)
+    s = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in s)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(s, quote=False)) or " "
 
 
 def escape_user_text(text: object) -> str:
@@ -19,13 +29,30 @@ def escape_user_text(text: object) -> str:
     s = "" if text is None else str(text)
     if len(s) > MAX_ECHO_CHARS:
         s = s[:MAX_ECHO_CHARS] + f" … ({len(s):,} characters in all)"
-    s = "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in s)
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(s, quote=False)) or " "
+    return escape_text(s)
 
 
 def reply_markdown(reply: Reply) -> str:
-    """The assistant's text for the chat bubble; our own line breaks and bullets stay readable."""
-    return html.escape(reply.text, quote=False)
+    """The assistant's text for the chat bubble, shown literally: a reply may repeat what the
+    customer wrote (an address, an order note), so nothing in it may become a link or an image.
+    Line breaks stay (the chat shows them)."""
+    return escape_text(reply.text)
+
+
+def transcript_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A stored transcript for the operator's chat view: every message shown as literal text."""
+    return [{"role": m.get("role", "user") if m.get("role") in ("user", "assistant") else "assistant",
+             "content": escape_user_text(m.get("content"))} for m in messages]
+
+
+_MARKUP_LOOKALIKES = str.maketrans({"<": "‹", ">": "›", "[": "⟦", "]": "⟧", "`": "'", "*": "∗", "_": " ",
+                                    "!": "ǃ", "&": "＆"})
+
+
+def ticket_rows(rows: list[list[str]]) -> list[list[str]]:
+    """Ticket list cells that are inert whether the table shows them as text or as Markdown/HTML:
+    the characters that start markup become look-alikes (the reason may one day carry customer words)."""
+    return [[str(c).translate(_MARKUP_LOOKALIKES) for c in row] for row in rows]
 
 
 def sources_markdown(reply: Reply) -> str:

@@ -5,11 +5,27 @@ explicit confirmation before anything is written.
 
 A flow module declares its flows in a module-level `FLOWS` tuple; `service.domain` collects them,
 so the policy, the action list and the docs know every flow without listing it anywhere else.
+
+Trust rules the runner enforces for every flow:
+- A slot that `verifies` (the email on the order) is checked against the order at once and never
+  kept: the session remembers only which orders are verified and until when
+  (`FlowsConfig.verification_ttl_s`). Every failed check counts, also one made from the message
+  that started the flow, in the flow and in the database (per order number and per session, see
+  `Store.record_verification_failure`): back-off from the second failure, a lock and a person (a
+  ticket) at the limit. The answer to a failed check is the same whether the order exists or not.
+- A write happens only after an explicit "yes" to a confirmation that has not expired
+  (`confirmation_ttl_s`) and while the order is still verified. The flow's `check` runs again
+  inside the write's transaction, the store's writes are conditional on the order's status, the
+  confirmation's idempotency key is recorded with the write (the same "yes" applied twice returns
+  the first result), and the flow's end is saved with the session in that same transaction.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,11 +33,19 @@ from core.config import FlowsConfig
 from service.domain import CONTROL, Domain, default_domain
 from service.nlu import NLUResult
 from service.phrases import ABANDON, NO, RESUME, YES
+from service.pii import redact
 from service.reply import Reply
 from service.sessions import SessionState
-from service.store import Order, Store
+from service.store import Order, Store, WriteConflict
 
 log = logging.getLogger(__name__)
+
+MISMATCH = "That order number and email don't match our records."
+ASK_BOTH = ("Please check both and send them again: the order number (it looks like HC-123456) and the email "
+            "address you used for it.")
+LOCKED = ("For your security I can't check that order here right now, so I've passed your request to a member of "
+          "our team.")
+
 
 @dataclass
 class FlowContext:
@@ -30,7 +54,7 @@ class FlowContext:
     slots: dict[str, Any]
     today: dt.date
     policy: FlowsConfig
-    verified_orders: list[str]
+    verified_orders: list[str]       # orders verified in this session whose verification has not expired
 
     @property
     def order(self) -> Order | None:
@@ -47,6 +71,9 @@ class Slot:
     skip: Callable[[FlowContext], bool] | None = None          # already known (e.g. email verified earlier)
     max_attempts: int = 3
     on_exhausted: str = "handoff"                               # what happens after max_attempts
+    # A secret that proves who the customer is (the email on the order): `validate` checks it against
+    # the order at once; it is never stored, failures are counted and rate-limited (see the module doc).
+    verifies: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,11 @@ class FlowResult:
     handoff_reason: str | None = None   # the engine opens a ticket
 
 
+class _Refused(Exception):
+    def __init__(self, refusal: Refusal):
+        self.refusal = refusal
+
+
 def _render(prompt: str | Callable[[FlowContext], str], ctx: FlowContext) -> str:
     return prompt(ctx) if callable(prompt) else prompt
 
@@ -83,24 +115,35 @@ class FlowRunner:
     """Runs the flows of a domain registry against session state; plugs into `Assistant(flows=...)`."""
 
     def __init__(self, store: Store, policy: FlowsConfig | None = None, *, domain: Domain | None = None,
-                 intent_threshold: float = 0.5):
+                 intent_threshold: float = 0.5, clock: Callable[[], float] = time.time):
         self.domain = domain or default_domain()
         self.flows = dict(self.domain.flows)     # keyed by the intent that starts each
         self.by_name = {f.name: f for f in self.flows.values()}
         self.store = store
         self.policy = policy or FlowsConfig()
         self.intent_threshold = intent_threshold
+        self.clock = clock                       # epoch seconds; tests move it to expire things
         self._yes_no = self.domain.intents_of(CONTROL)
 
     def today(self) -> dt.date:
         return self.policy.reference_date or dt.date.today()
 
     def _ctx(self, state: SessionState, slots: dict[str, Any]) -> FlowContext:
-        return FlowContext(self.store, slots, self.today(), self.policy, state.verified_orders)
+        now = self.clock()
+        verified = [oid for oid, until in state.verified_orders.items() if until > now]
+        return FlowContext(self.store, slots, self.today(), self.policy, verified)
 
     # -- entry point ----------------------------------------------------------------------------
     def handle(self, state: SessionState, text: str, nlu: NLUResult) -> FlowResult:
+        self._repair(state)
         confident = nlu.confidence >= self.intent_threshold
+        if state.flow is not None and state.flow.get("stage") == "done":
+            # The turn that wrote was not saved by the engine (a crash): "yes" again gets the same answer.
+            flow, key = self.by_name[state.flow["name"]], str(state.flow.get("confirm_key"))
+            state.flow = None
+            done = self.store.confirmation_result(key)
+            if done is not None and YES.match(text):
+                return FlowResult(self._reply(flow, done, nlu))
         if state.flow is None:
             if state.suspended_flows and RESUME.search(text):
                 state.flow = state.suspended_flows.pop()
@@ -119,15 +162,29 @@ class FlowRunner:
             state.flow = None
             return FlowResult(self._reply(flow, f"OK, I've stopped {flow.title}. Nothing was changed. "
                                                 "Is there anything else I can help with?", nlu))
-        # A confident request for another flow replaces this one, keeping what we know (order, email).
+        # A confident request for another flow replaces this one, keeping the order number.
         other = self.flows.get(nlu.intent)
         if confident and other is not None and other.name != flow.name and not self._fills_current(flow, state, text, nlu):
-            carried = {k: v for k, v in state.flow["slots"].items() if k in ("order_id", "email")}
+            carried = {k: v for k, v in state.flow["slots"].items() if k == "order_id"}
             state.flow = None
             return self._start(other, state, text, nlu, carried)
         if state.flow.get("stage") == "confirm":
             return self._on_confirmation(flow, state, text, nlu)
         return self._on_slot(flow, state, text, nlu)
+
+    def _repair(self, state: SessionState) -> None:
+        """A saved flow this registry does not know (renamed, removed, tampered with) is dropped."""
+        def known(f: dict[str, Any]) -> bool:
+            flow = self.by_name.get(f.get("name"))
+            oid = f.get("slots", {}).get("order_id")
+            return flow is not None and (oid is None or isinstance(oid, str))
+        if state.flow is not None and not known(state.flow):
+            log.warning("session %s: dropped an unknown or malformed flow %r", state.session_id, state.flow.get("name"))
+            state.flow = None
+        kept = [f for f in state.suspended_flows if known(f) and f.get("stage") != "done"]
+        if len(kept) != len(state.suspended_flows):
+            log.warning("session %s: dropped unknown or malformed suspended flows", state.session_id)
+            state.suspended_flows = kept
 
     # -- steps --------------------------------------------------------------------------------
     def _start(self, flow: Flow, state: SessionState, text: str, nlu: NLUResult,
@@ -139,25 +196,88 @@ class FlowRunner:
                 break
         else:
             state.flow = {"name": flow.name, "slots": dict(carried or {}), "attempts": {}, "stage": "slots"}
-        self._prefill(flow, state, text, nlu)   # "where is HC-104233" fills the order number at once
-        return self._advance(flow, state, nlu)
+        # "where is HC-104233" fills the order number at once; a wrong email in it counts all the same.
+        failed = self._prefill(flow, state, text, nlu)
+        return failed or self._advance(flow, state, nlu)
 
-    def _prefill(self, flow: Flow, state: SessionState, text: str, nlu: NLUResult) -> None:
-        """Fill every empty slot this message answers, in order (one message may hold order and email)."""
+    def _prefill(self, flow: Flow, state: SessionState, text: str, nlu: NLUResult) -> FlowResult | None:
+        """Fill every empty slot this message answers, in order (one message may hold order and email).
+        Returns the reply when a verification in it failed or was refused."""
         ctx = self._ctx(state, state.flow["slots"])
         for slot in flow.slots:
             if slot.name in ctx.slots or (slot.skip and slot.skip(ctx)):
                 continue
             value = slot.extract(text, nlu, ctx)
-            if value is None or (slot.validate is not None and slot.validate(value, ctx) is not None):
+            if value is None:
+                break
+            if slot.verifies:
+                failed = self._verify(flow, slot, state, ctx, value, nlu)
+                if failed is not None:
+                    return failed
+                ctx = self._ctx(state, state.flow["slots"])
+                continue
+            if slot.validate is not None and slot.validate(value, ctx) is not None:
                 break
             ctx.slots[slot.name] = value
-            if slot.name == "email" and ctx.slots.get("order_id"):
-                self._mark_verified(state, ctx.slots["order_id"])
+        return None
+
+    def _verify(self, flow: Flow, slot: Slot, state: SessionState, ctx: FlowContext, value: Any,
+                nlu: NLUResult) -> FlowResult | None:
+        """Check a secret against the order (None when it matches: the order is verified). The answer
+        to a failure does not depend on whether the order exists, and every failure counts."""
+        now = self.clock()
+        order_id = str(ctx.slots.get("order_id") or "")
+        subjects = {f"order:{order_id}": self.policy.max_failures_per_order,
+                    f"session:{state.session_id}": self.policy.max_failures_per_session}
+        lock = self.store.verification_lock(subjects, now)
+        if lock is not None and lock.hard:
+            state.flow = None
+            return FlowResult(self._reply(flow, LOCKED, nlu),
+                              handoff_reason=f"{flow.title}: verification locked after repeated failed checks")
+        if lock is not None:
+            wait = max(1, math.ceil(lock.until - now))
+            return FlowResult(self._reply(flow, f"There have been several attempts in a short time. Please wait "
+                                                f"{wait} second{'s' if wait != 1 else ''}, then send the order "
+                                                "number and email again.", nlu))
+        error = slot.validate(value, ctx) if slot.validate else None
+        if error is None:
+            state.verified_orders = {oid: until for oid, until in state.verified_orders.items() if until > now}
+            state.verified_orders[order_id] = now + self.policy.verification_ttl_s
+            state.flow["attempts"].pop(slot.name, None)
+            return None
+        lock = self.store.record_verification_failure(subjects, now, lockout_s=self.policy.lockout_s,
+                                                      backoff_s=self.policy.backoff_s)
+        attempts = state.flow["attempts"].get(slot.name, 0) + 1
+        state.flow["attempts"][slot.name] = attempts
+        if (lock is not None and lock.hard) or attempts >= slot.max_attempts:
+            state.flow = None
+            return FlowResult(self._reply(flow, error, nlu),
+                              handoff_reason=f"{flow.title}: {slot.name.replace('_', ' ')} could not be verified")
+        return FlowResult(self._reply(flow, f"{error} {ASK_BOTH}", nlu))
 
     def _fills_current(self, flow: Flow, state: SessionState, text: str, nlu: NLUResult) -> bool:
         slot = self._current_slot(flow, state)
-        return slot is not None and slot.extract(text, nlu, self._ctx(state, state.flow["slots"])) is not None
+        if slot is None:
+            return False
+        ctx = self._ctx(state, state.flow["slots"])
+        return slot.extract(text, nlu, ctx) is not None or (slot.verifies and self._corrects(flow, slot, text, nlu, ctx))
+
+    def _corrects(self, flow: Flow, current: Slot, text: str, nlu: NLUResult, ctx: FlowContext,
+                  apply: bool = False) -> bool:
+        """While a secret is asked, a new value for an earlier slot ("HC-104203, sorry") replaces it."""
+        changed = False
+        for slot in flow.slots:
+            if slot is current:
+                break
+            if slot.name not in ctx.slots or slot.verifies:
+                continue
+            value = slot.extract(text, nlu, ctx)
+            if value is not None and value != ctx.slots[slot.name] and \
+                    (slot.validate is None or slot.validate(value, ctx) is None):
+                if apply:
+                    ctx.slots[slot.name] = value
+                changed = True
+        return changed
 
     def _current_slot(self, flow: Flow, state: SessionState) -> Slot | None:
         ctx = self._ctx(state, state.flow["slots"])
@@ -171,21 +291,26 @@ class FlowRunner:
         if slot is None:
             return self._advance(flow, state, nlu)
         ctx = self._ctx(state, state.flow["slots"])
+        corrected = slot.verifies and self._corrects(flow, slot, text, nlu, ctx, apply=True)
         value = slot.extract(text, nlu, ctx)
+        if corrected and value is None:
+            return self._advance(flow, state, nlu)          # a new order number: ask its email
         if value is None and nlu.confidence >= self.intent_threshold and nlu.intent not in self._yes_no \
                 and nlu.intent not in self.flows:
             # The customer changed the subject: park the flow; they can come back to it.
             state.suspended_flows = (state.suspended_flows + [state.flow])[-3:]
             state.flow = None
             return FlowResult(note=f"(We were {flow.title}. Say \"continue\" whenever you want to pick it up again.)")
+        if value is not None and slot.verifies:
+            failed = self._verify(flow, slot, state, ctx, value, nlu)
+            if failed is not None:
+                return failed
+            return self._prefill(flow, state, text, nlu) or self._advance(flow, state, nlu)
         error = slot.validate(value, ctx) if value is not None and slot.validate else None
         if value is not None and error is None:
             ctx.slots[slot.name] = value
-            if slot.name == "email" and ctx.slots.get("order_id"):
-                self._mark_verified(state, ctx.slots["order_id"])
             state.flow["attempts"].pop(slot.name, None)
-            self._prefill(flow, state, text, nlu)
-            return self._advance(flow, state, nlu)
+            return self._prefill(flow, state, text, nlu) or self._advance(flow, state, nlu)
         attempts = state.flow["attempts"].get(slot.name, 0) + 1
         state.flow["attempts"][slot.name] = attempts
         if attempts >= slot.max_attempts:
@@ -201,24 +326,49 @@ class FlowRunner:
     def _advance(self, flow: Flow, state: SessionState, nlu: NLUResult) -> FlowResult:
         ctx = self._ctx(state, state.flow["slots"])
         slot = self._current_slot(flow, state)
-        # Policy is checked as soon as the customer is verified, before asking for anything else.
+        # Policy is checked as soon as the customer is verified, before asking for anything else
+        # (and again inside the write's transaction, see `_finish`).
         refusal = flow.check(ctx) if flow.check and self._verified(ctx) else None
         if refusal:
-            state.flow = None
-            return FlowResult(self._reply(flow, refusal.text, nlu),
-                              handoff_reason=f"request outside policy while {flow.title}" if refusal.handoff else None)
+            return self._refuse(flow, state, refusal, nlu)
         if slot is not None:
             return FlowResult(self._reply(flow, _render(slot.prompt, ctx), nlu))
         if flow.confirm:
             state.flow["stage"] = "confirm"
+            # A fresh idempotency key for this question: the write it leads to happens at most once.
+            state.flow["confirm_key"] = uuid.uuid4().hex
+            state.flow["confirm_at"] = self.clock()
             return FlowResult(self._reply(flow, flow.confirm(ctx), nlu))
         return self._finish(flow, state, ctx, nlu)
+
+    def _refuse(self, flow: Flow, state: SessionState, refusal: Refusal, nlu: NLUResult) -> FlowResult:
+        state.flow = None
+        return FlowResult(self._reply(flow, refusal.text, nlu),
+                          handoff_reason=f"request outside policy while {flow.title}" if refusal.handoff else None)
 
     def _on_confirmation(self, flow: Flow, state: SessionState, text: str, nlu: NLUResult) -> FlowResult:
         ctx = self._ctx(state, state.flow["slots"])
         yes = YES.match(text) or (nlu.intent == "affirm" and nlu.confidence >= self.intent_threshold)
         no = NO.match(text) or (nlu.intent == "deny" and nlu.confidence >= self.intent_threshold)
         if yes and not no:
+            if any(s.verifies for s in flow.slots) and not self._verified(ctx):
+                # The verification ran out while the question waited: ask for the email again first.
+                state.flow["stage"] = "slots"
+                self._drop_confirmation(state)
+                slot = self._current_slot(flow, state)
+                prompt = _render(slot.prompt, ctx) if slot else ""
+                return FlowResult(self._reply(flow, "For your security, please confirm it's you once more before "
+                                                    "I change anything. " + prompt, nlu))
+            asked = state.flow.get("confirm_at")
+            if not state.flow.get("confirm_key") or not isinstance(asked, (int, float)) \
+                    or self.clock() - asked > self.policy.confirmation_ttl_s:
+                # An old question: the order may have changed since; check and ask again.
+                self._drop_confirmation(state)
+                state.flow["stage"] = "slots"
+                result = self._advance(flow, state, nlu)
+                if result.reply is not None and state.flow is not None and state.flow.get("stage") == "confirm":
+                    result.reply.text = "That question has expired, so let me ask again. " + result.reply.text
+                return result
             return self._finish(flow, state, ctx, nlu)
         if no:
             state.flow = None
@@ -230,9 +380,44 @@ class FlowRunner:
             return FlowResult(self._reply(flow, "I'll leave it there; nothing was changed.", nlu))
         return FlowResult(self._reply(flow, "Please answer yes or no. " + flow.confirm(ctx), nlu))
 
+    @staticmethod
+    def _drop_confirmation(state: SessionState) -> None:
+        state.flow.pop("confirm_key", None)
+        state.flow.pop("confirm_at", None)
+
     def _finish(self, flow: Flow, state: SessionState, ctx: FlowContext, nlu: NLUResult) -> FlowResult:
-        text = flow.finish(ctx)
-        state.flow = None
+        if not flow.confirm:                   # reads only (order status, refund status)
+            text = flow.finish(ctx)
+            state.flow = None
+            return FlowResult(self._reply(flow, text, nlu))
+        key = str(state.flow["confirm_key"])
+        try:
+            with self.store.transaction():
+                # Inside the write's transaction: nothing can change the order between this check and the write.
+                done = self.store.confirmation_result(key)
+                if done is None:
+                    refusal = flow.check(ctx) if flow.check else None
+                    if refusal:
+                        raise _Refused(refusal)
+                    text = flow.finish(ctx)
+                    # Kept redacted: the answer may hold the new address, which the database keeps only on the order.
+                    self.store.record_confirmation(key, state.session_id, flow.name, ctx.slots.get("order_id"),
+                                                   redact(text))
+                else:
+                    text = done                 # this confirmation was applied already: its first answer
+                # The flow's end is saved with the write: a marker (no slots) that lets a "yes" repeated
+                # after a crash, before the engine saved the turn, get this answer again.
+                state.flow = {"name": flow.name, "slots": {}, "attempts": {}, "stage": "done", "confirm_key": key}
+                self.store.save(state)
+            state.flow = None
+        except _Refused as refused:
+            return self._refuse(flow, state, refused.refusal, nlu)
+        except WriteConflict as exc:
+            log.warning("session %s: %s", state.session_id, exc)
+            refusal = flow.check(ctx) if flow.check else None
+            return self._refuse(flow, state, refusal or Refusal(
+                "The order changed while we were talking, so I haven't changed anything. I've asked a member of "
+                "our team to look at it."), nlu)
         return FlowResult(self._reply(flow, text, nlu))
 
     def _prompt_current(self, flow: Flow, state: SessionState) -> str:
@@ -245,12 +430,7 @@ class FlowRunner:
     @staticmethod
     def _verified(ctx: FlowContext) -> bool:
         oid = ctx.slots.get("order_id")
-        return bool(oid) and (oid in ctx.verified_orders or "email" in ctx.slots)
-
-    @staticmethod
-    def _mark_verified(state: SessionState, order_id: str) -> None:
-        if order_id not in state.verified_orders:
-            state.verified_orders.append(order_id)
+        return bool(oid) and oid in ctx.verified_orders
 
     @staticmethod
     def _reply(flow: Flow, text: str, nlu: NLUResult) -> Reply:

@@ -24,7 +24,7 @@ NOT_SHIPPED = ("placed", "processing")
 ORDER_ID_SLOT = Slot("order_id", "What's your order number? It looks like HC-123456 and is in your confirmation email.",
                      extract_order_id, validate_order_id, max_attempts=3)
 EMAIL_SLOT = Slot("email", "To keep your order private, what's the email address you used for it?",
-                  extract_email, validate_email, skip=email_already_verified, max_attempts=2)
+                  extract_email, validate_email, skip=email_already_verified, max_attempts=2, verifies=True)
 
 
 def _date(value: str | None) -> str:
@@ -114,7 +114,9 @@ def confirm_return(ctx: FlowContext) -> str:
 
 def finish_return(ctx: FlowContext) -> str:
     fee, amount = _refund(ctx)
-    rid = ctx.store.create_return(ctx.order.order_id, ctx.slots["condition"], fee, amount)
+    # Conditional on the order still being delivered, and one open return per order (the store enforces both).
+    rid = ctx.store.create_return(ctx.order.order_id, ctx.slots["condition"], fee, amount,
+                                  expect_status=("delivered",))
     return (f"Done: return R-{rid:05d} is open for order {ctx.order.order_id}. We've emailed a prepaid return "
             f"label to the address on the order; your refund of ${amount:,.2f} is issued within 5-10 business "
             "days after we receive the item.")
@@ -133,7 +135,7 @@ def check_cancel(ctx: FlowContext) -> Refusal | None:
 
 
 def finish_cancel(ctx: FlowContext) -> str:
-    ctx.store.update_order(ctx.order.order_id, status="cancelled", refund_status="pending")
+    ctx.store.update_order(ctx.order.order_id, expect_status=NOT_SHIPPED, status="cancelled", refund_status="pending")
     return (f"Order {ctx.order.order_id} is cancelled. The refund of ${ctx.order.total:,.2f} goes back to your "
             "original payment method within 5-10 business days.")
 
@@ -148,7 +150,7 @@ def check_address_change(ctx: FlowContext) -> Refusal | None:
 
 
 def finish_address_change(ctx: FlowContext) -> str:
-    ctx.store.update_order(ctx.order.order_id, shipping_address=ctx.slots["new_address"])
+    ctx.store.update_order(ctx.order.order_id, expect_status=NOT_SHIPPED, shipping_address=ctx.slots["new_address"])
     return f"Done: order {ctx.order.order_id} will be delivered to {ctx.slots['new_address']}."
 
 

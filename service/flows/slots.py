@@ -1,9 +1,10 @@
 """Slot extractors and validators shared by the order flows."""
 from __future__ import annotations
 
+import hmac
 import re
 
-from service.flows.base import FlowContext
+from service.flows.base import MISMATCH, FlowContext
 from service.nlu import NLUResult
 
 ORDER_ID = re.compile(r"\bHC[\s#-]?(\d{6})\b", re.I)
@@ -17,10 +18,9 @@ def extract_order_id(text: str, nlu: NLUResult, ctx: FlowContext) -> str | None:
 
 
 def validate_order_id(order_id: str, ctx: FlowContext) -> str | None:
-    if ctx.store.get_order(order_id) is None:
-        return (f"I couldn't find an order {order_id}. Please check the number in your confirmation email "
-                "(it looks like HC-123456).")
-    return None
+    """Only the form (the extractor guarantees it): whether the order exists is never told apart
+    from a wrong email, so trying order numbers reveals nothing (the email check answers both)."""
+    return None if ORDER_ID.fullmatch(order_id) else "That doesn't look like an order number (HC-123456)."
 
 
 def extract_email(text: str, nlu: NLUResult, ctx: FlowContext) -> str | None:
@@ -30,9 +30,10 @@ def extract_email(text: str, nlu: NLUResult, ctx: FlowContext) -> str | None:
 
 def validate_email(email: str, ctx: FlowContext) -> str | None:
     order = ctx.order
-    if order is None or order.email.lower() != email.lower():
+    expected = order.email.lower() if order is not None else ""
+    if not hmac.compare_digest(expected.encode(), email.lower().encode()) or not expected:
         # Same message whether the order exists or not: it must not confirm who ordered what.
-        return "That email doesn't match the one on this order."
+        return MISMATCH
     return None
 
 

@@ -69,3 +69,55 @@ def test_closing_a_ticket_releases_the_session(tmp_path):
     assert s.close_ticket(tid, "done") == "x"
     assert not s.load("x").handoff and s.tickets("open") == []
     assert s.close_ticket(tid) is None
+
+
+def test_ticket_ids_survive_a_deleted_ticket(tmp_path):
+    # Old code: ids were COUNT(*)+1, so after a delete every later handoff failed with a UNIQUE error.
+    s = Store(tmp_path / "t.sqlite")
+    ids = [s.open_ticket(f"s{i}", "asked for a person", []) for i in range(3)]
+    assert ids == ["T-00001", "T-00002", "T-00003"]
+    s._conn().execute("DELETE FROM tickets WHERE ticket_id = 'T-00002'")
+    assert s.open_ticket("s9", "asked for a person", []) == "T-00004"
+    s._conn().execute("DELETE FROM tickets WHERE ticket_id = 'T-00004'")   # even the newest: never reused
+    assert s.open_ticket("s10", "asked for a person", []) == "T-00005"
+    assert [t["ticket_id"] for t in s.tickets()] == ["T-00001", "T-00003", "T-00005"]
+
+
+def test_version_1_store_is_migrated(tmp_path):
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("INSERT INTO customers VALUES ('a@example.com', 'A')")
+    conn.execute("INSERT INTO orders(order_id, email, status, total, updated_at) VALUES ('HC-100001', 'a@example.com', "
+                 "'return_requested', 10, 0)")
+    for _ in range(2):   # the duplicate open returns the old code could create
+        conn.execute("INSERT INTO returns(order_id, condition, restocking_fee, refund_amount, status, created_at) "
+                     "VALUES ('HC-100001', 'unopened', 0, 10, 'requested', 0)")
+    for tid in ("T-00001", "T-00003"):
+        conn.execute("INSERT INTO tickets VALUES (?, 's', 'r', '[]', 'open', 0, NULL, NULL)", (tid,))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    s = Store(path)
+    assert s.schema_version == len(MIGRATIONS)
+    assert [t["ticket_id"] for t in s.tickets()] == ["T-00001", "T-00003"]
+    assert s.open_ticket("s", "r", []) == "T-00004"
+    assert [r["status"] for r in s.returns_for("HC-100001")] == ["requested", "duplicate"]
+
+
+def test_closing_a_ticket_during_a_turn_is_not_lost(tmp_path):
+    # Old code: the turn loaded the session in handoff, the operator closed the ticket, the turn saved
+    # its copy: the ticket was closed and the customer stuck in handoff for good.
+    s = Store(tmp_path / "t.sqlite")
+    tid = s.open_ticket("x", "asked for a person", [])
+    s.save(SessionState("x", handoff=True, ticket_id=tid, handoff_reason="asked for a person"))
+    during_turn = s.load("x")                      # the turn starts
+    assert s.close_ticket(tid, "done") == "x"      # the operator closes it meanwhile
+    during_turn.history.append({"role": "user", "text": "hello?"})
+    s.save(during_turn)                            # the turn ends, saving its (handoff) copy
+    after = s.load("x")
+    assert not after.handoff and after.ticket_id is None and after.history[-1]["text"] == "hello?"
+    # A newer ticket on the same session keeps it with a person.
+    t2 = s.open_ticket("x", "again", [])
+    s.save(SessionState("x", handoff=True, ticket_id=t2))
+    assert s.load("x").handoff
