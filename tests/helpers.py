@@ -2,6 +2,7 @@
 temporary folder, a free port and a real `accelerate launch`. Fixtures live in tests/conftest.py."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -13,10 +14,29 @@ import numpy as np
 import torch
 import yaml
 
-from core.config import PROJECT_ROOT
+from core.config import PROJECT_ROOT, FlowsConfig
 from runtime.model import SupportModel
+from service.nlu import NLUResult
 
 ROOT = PROJECT_ROOT
+DEMO_ORDERS = PROJECT_ROOT / "data" / "demo" / "orders.jsonl"
+# The demo orders' "today" (configs/demo.yaml), so return windows don't drift.
+FLOW_POLICY = FlowsConfig(reference_date=dt.date(2026, 11, 29))
+
+
+class Clock:
+    """A clock the test moves by hand (FlowRunner(clock=...)): expiries without sleeping."""
+
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def nlu(intent: str = "none", confidence: float = 0.0) -> NLUResult:
+    """What the NLU would say, without a model: flows only read the intent and its confidence."""
+    return NLUResult(intent, confidence, [(intent, confidence)], np.zeros(4, dtype=np.float32))
 
 
 def free_port() -> int:

@@ -6,51 +6,15 @@ These drive `FlowRunner` directly over a seeded SQLite store (no model needed), 
 engine does: load the session, handle the message, save it.
 """
 import copy
-import datetime as dt
 import json
 import sqlite3
 import threading
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-from core.config import FlowsConfig
-from service.flows import FlowRunner
-from service.nlu import NLUResult
-from service.store import Store, WriteConflict
-
-ORDERS = Path(__file__).resolve().parents[2] / "data" / "demo" / "orders.jsonl"
-POLICY = FlowsConfig(reference_date=dt.date(2026, 11, 29))
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def nlu(intent: str = "none", confidence: float = 0.0) -> NLUResult:
-    return NLUResult(intent, confidence, [(intent, confidence)], np.zeros(4, dtype=np.float32))
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "trust.sqlite")
-    s.seed_orders(ORDERS)
-    return s
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def runner(store, clock):
-    return FlowRunner(store, POLICY, clock=clock)
+from service.store import WriteConflict
+from tests.helpers import FLOW_POLICY as POLICY
+from tests.helpers import nlu
 
 
 def turn(runner, sid, text, intent="none", confidence=0.0, state=None):
