@@ -30,6 +30,7 @@ LATEST = "latest"
 
 # Headline metrics, in the order the summary shows them: (section, metric).
 SUMMARY_KEYS = (
+    ("dialog", "resolution"), ("dialog", "turn_resolution"),
     ("dialog", "task_success"), ("dialog", "turn_success"), ("dialog", "intent_accuracy"), ("dialog", "action_accuracy"),
     ("dialog", "faq_hit_at_1"), ("dialog", "product_hit"), ("dialog", "containment"), ("dialog", "handoff_precision"),
     ("dialog", "handoff_recall"), ("dialog", "unnecessary_handoff_rate"), ("dialog", "fallback_rate"),
@@ -42,12 +43,18 @@ SUMMARY_KEYS = (
 )
 
 DEFINITIONS = {
+    "resolution": "dialogs in which every turn was customer-visibly right (every stated expectation met except "
+                  "the intent label: action, not_action, FAQ, products, handoff, reply text) and the "
+                  "end-of-dialog state checks passed / dialogs",
+    "turn_resolution": "turns that met every stated expectation except the intent label / all turns",
     "intent_accuracy": "dialog turns whose reply intent equals the stated intent / turns that state an intent",
     "action_accuracy": "dialog turns whose reply action equals the stated action / turns that state an action",
-    "faq_hit_at_1": "turns answered (answer_faq) with the stated FAQ as first source / turns that state a faq_id",
+    "faq_hit_at_1": "turns answered (answer_faq) with a stated FAQ as first source / turns that state faq_id or faq_ids",
     "product_hit": "turns whose suggested products include any stated product id / turns that state product_ids",
-    "turn_success": "turns that met every stated expectation / all turns",
-    "task_success": "dialogs in which every turn met every stated expectation / dialogs",
+    "turn_success": "turns that met every stated expectation, the intent label included / all turns",
+    "task_success": "dialogs in which every turn met every stated expectation (the intent label included) and "
+                    "the end-of-dialog state checks passed / dialogs",
+    "state_success": "dialogs whose end-of-dialog state checks (expect_state) all passed / dialogs that state some",
     "containment": "dialogs finished without a handoff to a human / dialogs",
     "contained_success": "dialogs with task success and no handoff / dialogs",
     "handoff_precision": "per dialog: handed off and expected a handoff / handed off",
@@ -79,7 +86,8 @@ DEFINITIONS = {
 }
 
 _COUNTS = {"dialogs", "turns", "examples", "intents", "expected_handoffs", "predicted_handoffs", "faq_queries",
-           "product_queries", "folds", "oos_examples", "turns_timed", "failed_turn_count", "internal_errors"}
+           "product_queries", "folds", "oos_examples", "turns_timed", "failed_turn_count", "internal_errors",
+           "state_dialogs"}
 _LOWER_IS_BETTER = ("internal_errors", "ece", "fallback_rate", "unnecessary_handoff_rate", "latency", "size_mb", "load_time", "rss_mb", "_std")
 
 
@@ -266,8 +274,55 @@ def render_markdown(report: dict[str, Any], max_rows: int = 100, images: bool = 
     return "\n".join(out).rstrip() + "\n"
 
 
+def _got(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a reply that correspond to a turn's expectations (for "expected vs got")."""
+    source = {"faq_ids": "faq_id", "not_action": "action", "reply_contains": "reply"}
+    got = {"action": actual.get("action")} | {source.get(k, k): actual.get(source.get(k, k)) for k in expected}
+    if actual.get("candidates"):
+        got["candidates"] = actual["candidates"]
+    return got
+
+
+def _error_analysis(analysis: dict[str, Any], failed: list[dict[str, Any]] | None) -> list[str]:
+    """The causes table, then up to 3 examples of each. Examples are shown only next to the failed-turn
+    list that holds their messages: a report without it (the public Model tab's) shows the counts only."""
+    causes = analysis.get("causes") or []
+    title = (f"### Error analysis ({analysis.get('failed_turns', 0)} failed turns, "
+             f"{analysis.get('customer_visible_failed_turns', 0)} customer-visible; "
+             f"{analysis.get('failed_state_dialogs', 0)} dialogs failed a state check)")
+    out = [title, ""]
+    if not causes:
+        return out + ["No failures.", ""]
+    total = sum(c["count"] for c in causes)
+    out += [table(["cause", "what happened", "count", "share", "customer-visible"],
+                  [[c["cause"], c["title"], c["count"], f"{100 * c['count'] / total:.1f}%",
+                    "yes" if c["customer_visible"] else "no"] for c in causes]), ""]
+    if failed is None:
+        return out
+    by_turn = {(f["dialog_id"], f["turn"]): f for f in failed}
+    for c in causes:
+        lines = []
+        for e in c["examples"]:
+            if e.get("turn") == "end":
+                lines.append(f"- `{e['dialog_id']}` (end of dialog): expected {json.dumps(e['expected'], ensure_ascii=False)}; "
+                             f"got {json.dumps(e['got'], ensure_ascii=False)}")
+                continue
+            f = by_turn.get((e["dialog_id"], e["turn"]))
+            if f is None:
+                continue
+            user = _md_escape(f["user"][:160])
+            lines.append(f"- `{f['dialog_id']}` turn {f['turn']}: \"{user}\" expected "
+                         f"{json.dumps(f['expected'], ensure_ascii=False)}; got "
+                         f"{json.dumps(_got(f['expected'], f['actual']), ensure_ascii=False)}")
+        if lines:
+            out += [f"**{c['cause']}**: {c['title']} ({c['count']})", ""] + lines + [""]
+    return out
+
+
 def _section_tables(name: str, sec: dict[str, Any], max_rows: int) -> list[str]:
     out: list[str] = []
+    if sec.get("error_analysis") is not None:
+        out += _error_analysis(sec["error_analysis"], sec.get("failed_turns"))
     if sec.get("failed_turns") is not None:
         failed = sec["failed_turns"]
         total = sec.get("failed_turn_count", len(failed))
@@ -276,11 +331,12 @@ def _section_tables(name: str, sec: dict[str, Any], max_rows: int) -> list[str]:
             rows = []
             for f in failed[:max_rows]:
                 a = f["actual"]
-                actual = {k: a.get(k) for k in f["expected"]} if f["expected"] else {}
+                actual = _got(f["expected"], a) if f["expected"] else {}
                 rows.append([f["dialog_id"], f["turn"], f["user"][:80], json.dumps(f["expected"], ensure_ascii=False),
                              json.dumps(actual, ensure_ascii=False), ", ".join(f["failed"]),
-                             a.get("action"), fmt(a.get("confidence"))])
-            out += [table(["dialog", "turn", "user", "expected", "actual", "failed", "action", "confidence"], rows), ""]
+                             a.get("action"), fmt(a.get("confidence")), f.get("cause") or ""])
+            out += [table(["dialog", "turn", "user", "expected", "actual", "failed", "action", "confidence", "cause"],
+                          rows), ""]
             if total > max_rows:
                 out += [f"(first {max_rows} of {total}; all are in dialog_results.csv)", ""]
         else:

@@ -23,7 +23,10 @@ DOMAIN = default_domain()
 FAQ_CATEGORIES = DOMAIN.faq_categories
 ORDER_ID = re.compile(r"HC-\d{6}")
 FAQ_ID = re.compile(r"faq_[a-z]+_\d{2}")
-EXPECT_KEYS = {"intent", "action", "faq_id", "product_ids", "handoff"}
+EXPECT_KEYS = {"intent", "action", "faq_id", "faq_ids", "product_ids", "handoff", "not_action", "reply_contains"}
+DIALOG_KEYS = {"id", "turns", "expect_state"}
+ORDER_STATE_KEYS = {"status", "refund_status", "shipping_address", "return_created", "fee", "refund_amount"}
+STATE_KEYS = {"order", "writes"} | ORDER_STATE_KEYS
 
 
 # ---------------------------------------------------------------- helpers
@@ -227,8 +230,46 @@ def test_shopping_requests(product_ids, training_texts):
     assert not leaked, f"held-out shopping requests also used for training: {leaked[:5]}"
 
 
+def _string_list(value) -> list | None:
+    """A string or a non-empty list of non-empty strings, as a list; None when it is neither."""
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, list) and items and all(isinstance(i, str) and i.strip() for i in items):
+        return items
+    return None
+
+
+def _check_expect_state(state, where: str, orders: dict[str, dict] | None) -> None:
+    assert isinstance(state, dict) and state, f"{where}: expect_state must be a non-empty object"
+    assert set(state) <= STATE_KEYS, f"{where}: unknown expect_state keys {sorted(set(state) - STATE_KEYS)}"
+    if set(state) & ORDER_STATE_KEYS:
+        assert "order" in state, f"{where}: expect_state checks an order but names none"
+    if "order" in state:
+        assert isinstance(state["order"], str) and ORDER_ID.fullmatch(state["order"]), \
+            f"{where}: expect_state.order must match HC-\\d{{6}}"
+        assert orders is not None, f"{where}: expect_state.order needs orders.jsonl"
+        assert state["order"] in orders, f"{where}: unknown order {state['order']!r}"
+    for key in ("status", "refund_status", "shipping_address"):
+        if key in state:
+            assert state[key] is None or (isinstance(state[key], str) and state[key].strip()), \
+                f"{where}: expect_state.{key} must be a non-empty string or null"
+    if "return_created" in state:
+        assert isinstance(state["return_created"], bool), f"{where}: return_created must be true or false"
+    for key, top in (("fee", 1), ("refund_amount", None)):
+        if key in state:
+            v = state[key]
+            assert isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and (top is None or v <= top), \
+                f"{where}: bad expect_state.{key} {v!r}"
+    if "refund_amount" in state and orders is not None:
+        assert state["refund_amount"] <= orders[state["order"]]["total"], f"{where}: refund above the order total"
+    if "writes" in state:
+        v = state["writes"]
+        assert isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{where}: writes must be a whole number >= 0"
+
+
 def test_dialogs(faq, intent_names, action_names, product_ids, training_texts):
     dialogs = _optional("dialogs.jsonl")
+    orders_path = DEMO_DIR / "orders.jsonl"
+    orders = {o["order_id"]: o for o in _read_jsonl(orders_path)} if orders_path.exists() else None
     assert len(dialogs) >= 60, f"dialogs.jsonl has {len(dialogs)} dialogs, the floor is 60"
     faq_ids = {r["id"] for r in faq}
     ids = Counter(d.get("id") for d in dialogs)
@@ -237,6 +278,9 @@ def test_dialogs(faq, intent_names, action_names, product_ids, training_texts):
     for d in dialogs:
         where = f"dialog {d.get('id')!r}"
         assert isinstance(d.get("id"), str) and d["id"], f"{where}: missing id"
+        assert set(d) <= DIALOG_KEYS, f"{where}: unknown dialog keys {sorted(set(d) - DIALOG_KEYS)}"
+        if "expect_state" in d:
+            _check_expect_state(d["expect_state"], where, orders)
         turns = d.get("turns")
         assert isinstance(turns, list) and turns, f"{where}: needs a non-empty list of turns"
         for t, turn in enumerate(turns, 1):
@@ -251,6 +295,20 @@ def test_dialogs(faq, intent_names, action_names, product_ids, training_texts):
                 assert expect["action"] in action_names, f"{at}: unknown action {expect['action']!r}"
             if "faq_id" in expect:
                 assert expect["faq_id"] in faq_ids, f"{at}: unknown faq_id {expect['faq_id']!r}"
+            if "faq_ids" in expect:
+                ids_ = expect["faq_ids"]
+                assert isinstance(ids_, list) and ids_, f"{at}: faq_ids must be a non-empty list"
+                unknown = [i for i in ids_ if i not in faq_ids]
+                assert not unknown, f"{at}: unknown faq_ids {unknown}"
+            if "not_action" in expect:
+                banned = _string_list(expect["not_action"])
+                assert banned is not None, f"{at}: not_action must be an action or a non-empty list of actions"
+                unknown = [a for a in banned if a not in action_names]
+                assert not unknown, f"{at}: unknown not_action {unknown}"
+                assert expect.get("action") not in banned, f"{at}: expects action {expect.get('action')!r} and rules it out"
+            if "reply_contains" in expect:
+                assert _string_list(expect["reply_contains"]) is not None, \
+                    f"{at}: reply_contains must be a non-empty string or a non-empty list of them"
             if "product_ids" in expect:
                 assert isinstance(expect["product_ids"], list), f"{at}: product_ids must be a list"
                 assert product_ids is not None, f"{at}: product_ids need products.jsonl"
@@ -280,3 +338,14 @@ def test_dialog_expectations_agree_with_the_registry():
                     f"{at}: intent {intent!r} starts the flow whose action is {flow_actions[intent]!r}, not {action!r}"
             if action == "small_talk" and intent is not None:
                 assert intent in with_reply, f"{at}: {intent!r} has no small-talk reply in service/domain.py"
+
+
+def test_expect_state_checks_reject_bad_specs():
+    orders = {"HC-104233": {"order_id": "HC-104233", "total": 249.0}}
+    _check_expect_state({"order": "HC-104233", "status": "cancelled", "fee": 0.15, "refund_amount": 211.65,
+                         "return_created": True, "writes": 1}, "ok", orders)
+    for bad in ({}, {"status": "cancelled"}, {"order": "HC-999999"}, {"order": "HC-104233", "fee": 15},
+                {"order": "HC-104233", "refund_amount": 300}, {"writes": -1}, {"writes": True}, {"colour": "red"},
+                {"order": "HC-104233", "return_created": "yes"}):
+        with pytest.raises(AssertionError):
+            _check_expect_state(bad, "bad", orders)
