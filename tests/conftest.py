@@ -2,16 +2,15 @@
 the demo pack dominate the suite's run time, so they happen once."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 import core  # noqa: F401  (sets the OpenMP wait policy before torch and faiss load)
-from core.config import DEFAULT_ENCODER, PROJECT_ROOT, load_config
+from core.config import DEFAULT_ENCODER, load_config
 from core.jsonl import read_jsonl
-from tests.helpers import free_port, write_demo_config
+from tests.helpers import running_app, write_demo_config
 
 
 @pytest.fixture(scope="session")
@@ -108,43 +107,13 @@ def assistant(make_assistant):
 def app_server(tmp_path_factory):
     """`python app.py` for real, on a free port, from a config whose artifacts do not exist yet:
     the first run builds them, then serves. Yields the base URL."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     folder = tmp_path_factory.mktemp("app")
     # The first run builds only the indexes here: training and distillation on the demo pack take
-    # minutes, and tests/test_pipeline.py runs those steps end to end on a tiny configuration.
+    # minutes, and tests/training/test_pipeline.py runs those steps end to end on a tiny configuration.
     config = write_demo_config(folder, **{"steps: [train, distill, compress, index, evaluate]": "steps: [index]"})
-    port = free_port()
     log_path = folder / "app.log"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--config", str(config), "--port", str(port)],
-                                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 900
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"app.py did not start in time:\n{log_path.read_text()[-3000:]}")
-            time.sleep(2)
+    with running_app(config, log_path) as url:
         yield {"url": url, "log": log_path, "config": config}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 OPERATOR_TEST_PASSWORD = "correct horse battery staple"
@@ -154,37 +123,7 @@ OPERATOR_TEST_PASSWORD = "correct horse battery staple"
 def operator_app_server(app_server):
     """A second `python app.py` on the first one's (already built) config, with the operator console
     on (ATTENDANT_OPERATOR_PASSWORD set). Yields the base URL and the password."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    port = free_port()
     log_path = app_server["log"].with_name("operator_app.log")
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-           "ATTENDANT_OPERATOR_PASSWORD": OPERATOR_TEST_PASSWORD}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--config", str(app_server["config"]), "--port", str(port),
-                                 "--no-build"], cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 600
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"app.py did not start in time:\n{log_path.read_text()[-3000:]}")
-            time.sleep(2)
+    with running_app(app_server["config"], log_path, "--no-build", env={"ATTENDANT_OPERATOR_PASSWORD": OPERATOR_TEST_PASSWORD},
+                     timeout=600) as url:
         yield {"url": url, "log": log_path, "config": app_server["config"], "password": OPERATOR_TEST_PASSWORD}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
