@@ -1,6 +1,8 @@
-"""Attendant web chat: `python app.py [--config configs/demo.yaml] [--host H] [--port P]`.
+"""Attendant: `python app.py [--config configs/demo.yaml] [--host H] [--port P] [--set store.url=...]`.
 
-On a fresh clone the first run builds whatever the config's artifacts lack, then serves.
+On a fresh clone the first run builds whatever the config's artifacts lack, then serves the customer
+chat at `/`, the operator console at `/operator` and the REST API at `/api/v1` (webapp/server.py).
+Several replicas can share one PostgreSQL store (`store.url`); see docs/scaling.md.
 """
 from __future__ import annotations
 
@@ -26,28 +28,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def create_app(config_path: str | None = None, build_missing: bool = True, overrides: Sequence[str] = ()):
-    """The Gradio app and the assistant behind it (tests use this too)."""
+    """The web app (FastAPI: customer page, operator console, REST API) and the assistant behind it."""
+    from webapp.server import create_server
     from webapp.startup import prepare_assistant
-    from webapp.ui import build_ui
 
     config = load_config(config_path, overrides)
     assistant = prepare_assistant(config, build_missing=build_missing)
-    return build_ui(assistant, config, title=f"{config.store_name} support"), assistant, config
+    return create_server(assistant, config), assistant, config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    demo, _, config = create_app(args.config, build_missing=not args.no_build, overrides=args.overrides)
-    from webapp.ui import CSS
+    app, _, config = create_app(args.config, build_missing=not args.no_build, overrides=args.overrides)
+    import uvicorn
 
     host = args.host or config.server.host
     port = args.port or config.server.port
-    log.info("serving %s on http://%s:%d", config.store_name, host, port)
-    # demo.guard's middleware sets the page's HttpOnly cookie, refuses bodies over 64 KB (413) and
-    # rate-limits each client (429) before Gradio parses anything.
-    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, css=CSS, footer_links=["api"],
-                                                   app_kwargs=demo.guard.app_kwargs(), max_file_size=demo.guard.max_body_bytes)
+    log.info("serving %s on http://%s:%d (customer chat at /, operator console at /operator, REST API at /api/v1)",
+             config.store_name, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False, server_header=False)
     return 0
 
 

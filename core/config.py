@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -122,13 +123,38 @@ class PolicyConfig(_Checks):
 
 @dataclass
 class ServerConfig(_Checks):
+    """The web server: where it listens, and the limits every replica enforces (their counters live
+    in the store, so N replicas together allow what one would)."""
     SECTION = "server"
     host: str = "127.0.0.1"
     port: int = 7860
+    max_body_bytes: int = 64 * 1024          # larger requests get 413 before anything parses them
+    client_rate_per_minute: int = 120        # requests per client address (every POST)
+    key_rate_per_minute: int = 600           # REST API: requests per API key (a key may set its own)
+    conversation_rate_per_minute: int = 30   # messages per conversation (web or API)
+    token_idle_ttl_s: int = 4 * 3600         # a conversation token unused this long expires
+    token_max_age_s: int = 24 * 3600         # ... and any token after this long
+    workers_threads: int = 32                # threads that run turns (sync handlers) in one process
 
     def validate(self, where: str) -> None:
         if not 0 < self.port < 65536:
             raise self._bad(where, "port", "must be a TCP port (1-65535)")
+        self._at_least_one(where, "max_body_bytes", "client_rate_per_minute", "key_rate_per_minute",
+                           "conversation_rate_per_minute", "token_idle_ttl_s", "token_max_age_s", "workers_threads")
+
+
+@dataclass
+class StoreConfig(_Checks):
+    """Where the service's state lives. No url: the embedded SQLite file in the artifacts folder (one
+    process). `postgresql://user:pass@host/db`: PostgreSQL, which several replicas can share."""
+    SECTION = "store"
+    url: str | None = None
+    pool_size: int = 20                      # PostgreSQL connections per process (turn locks hold one each)
+
+    def validate(self, where: str) -> None:
+        if self.url is not None and not re.match(r"^(sqlite|postgres(ql)?)(\+\w+)?://", self.url):
+            raise self._bad(where, "url", "must be a sqlite:///PATH or postgresql://... URL (or null)")
+        self._at_least_one(where, "pool_size")
 
 
 @dataclass
@@ -328,7 +354,7 @@ class PipelineSettings(_Checks):
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "encoder": EncoderConfig, "retrieval": RetrievalConfig, "policy": PolicyConfig,
-    "server": ServerConfig, "flows": FlowsConfig, "retention": RetentionConfig, "training": TrainingSettings, "distill": DistillSettings,
+    "server": ServerConfig, "store": StoreConfig, "flows": FlowsConfig, "retention": RetentionConfig, "training": TrainingSettings, "distill": DistillSettings,
     "compression": CompressionSettings, "pipeline": PipelineSettings,
 }
 SCALARS = ("name", "store_name", "artifacts_dir")
@@ -346,6 +372,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     training: TrainingSettings = field(default_factory=TrainingSettings)

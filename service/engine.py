@@ -67,7 +67,10 @@ class Assistant:
     # -- the turn -----------------------------------------------------------------------------
     def respond(self, session_id: str, message: object) -> Reply:
         session_id = str(session_id or "anonymous")[:128]
-        with self._locks[session_id]:
+        # One turn per conversation at a time; the store's lock spans processes where it can (PostgreSQL).
+        lock = self.sessions.session_lock(session_id) if hasattr(self.sessions, "session_lock") \
+            else self._locks[session_id]
+        with lock:
             try:
                 return self._respond(session_id, message)
             except Exception:  # the customer gets an apology, the operator the traceback

@@ -38,6 +38,10 @@ class LoginResult:
     retry_after: float = 0.0       # seconds until the next attempt is considered, when locked
 
 
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class LoginGuard:
     """Exponential back-off per key (a client address, the account): the first `free` failures cost
     nothing, then each failure locks the key for `base`, 2x, 4x... seconds, up to `max_lock`. A lock is
@@ -81,7 +85,7 @@ class OperatorConsole:
     sessions that expire (`idle_ttl` unused, `max_age` in all) or end at logout."""
 
     def __init__(self, store: Any, password: str | None = None, *, idle_ttl: float = 30 * 60,
-                 max_age: float = 8 * 3600, clock: Callable[[], float] = time.monotonic):
+                 max_age: float = 8 * 3600, clock: Callable[[], float] = time.time):
         self.store = store
         password = password if password is not None else os.environ.get(PASSWORD_ENV, "")
         self.disabled_reason = ""
@@ -96,8 +100,6 @@ class OperatorConsole:
         self.idle_ttl, self.max_age, self.clock = idle_ttl, max_age, clock
         self.client_guard = LoginGuard(free=3, max_lock=300.0, clock=clock)
         self.account_guard = LoginGuard(free=10, max_lock=900.0, clock=clock)
-        self._sessions: dict[str, tuple[float, float]] = {}   # token -> (created, last_used)
-        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -124,34 +126,21 @@ class OperatorConsole:
         self.client_guard.succeeded(f"client:{client}")
         self.account_guard.succeeded(ACCOUNT)
         token = secrets.token_urlsafe(32)
-        now = self.clock()
-        with self._lock:
-            self._expire(now)
-            self._sessions[token] = (now, now)
+        # Operator sessions live in the store (as digests), so every replica knows them.
+        self.store.create_token(_digest(token), "operator", ACCOUNT, self.clock())
         log.info("operator logged in from %s", client)
         return LoginResult(True, "Logged in.", token=token)
 
     def session_valid(self, token: object) -> bool:
         """True while an operator session is live (each check refreshes its idle timer)."""
-        if not isinstance(token, str) or not token:
+        if not isinstance(token, str) or not token or len(token) > 100:
             return False
-        now = self.clock()
-        with self._lock:
-            self._expire(now)
-            if token not in self._sessions:
-                return False
-            created, _ = self._sessions[token]
-            self._sessions[token] = (created, now)
-            return True
+        return self.store.use_token(_digest(token), "operator", self.clock(), idle_ttl=self.idle_ttl,
+                                    max_age=self.max_age) is not None
 
     def logout(self, token: object) -> None:
-        with self._lock:
-            self._sessions.pop(token, None)  # type: ignore[arg-type]
-
-    def _expire(self, now: float) -> None:
-        for t, (created, last) in list(self._sessions.items()):
-            if now - last > self.idle_ttl or now - created > self.max_age:
-                del self._sessions[t]
+        if isinstance(token, str) and token:
+            self.store.delete_token(_digest(token))
 
     def ticket_rows(self, status: str | None = "open") -> list[list[str]]:
         return [[t["ticket_id"], t["status"], dt.datetime.fromtimestamp(t["created_at"]).strftime("%Y-%m-%d %H:%M"),

@@ -56,12 +56,11 @@ def ticket_rows(rows: list[list[str]]) -> list[list[str]]:
 
 
 def sources_markdown(reply: Reply) -> str:
+    """Where an answer came from, in the customer's terms: FAQ question titles, never ids or scores."""
     if reply.action == "answer_faq" and reply.sources:
-        s = reply.sources[0]
-        return f"**Answer from the FAQ:** {html.escape(s.question, quote=False)}  \n`{s.faq_id}` · match {s.score:.2f}"
+        return f"**Answer from our help pages:** {escape_text(reply.sources[0].question)}"
     if reply.action == "clarify" and reply.sources:
-        return "**Possible FAQ matches:**\n" + "\n".join(
-            f"- {html.escape(s.question, quote=False)} (`{s.faq_id}`, {s.score:.2f})" for s in reply.sources)
+        return "**Possibly related help pages:**\n" + "\n".join(f"- {escape_text(s.question)}" for s in reply.sources)
     if reply.handoff:
         return "**Handed to a person.** A member of the support team will reply in this chat."
     return ""
@@ -77,12 +76,5 @@ def product_cards_html(reply: Reply) -> str:
             f'<div class="product-card" data-product-id="{e(p.id)}">'
             f'<div class="product-title">{e(p.title)}</div>'
             f'<div class="product-meta">{e(p.brand)} · {e(p.category.replace("_", " "))} · <b>${p.price:,.2f}</b></div>'
-            f'<div class="product-reason">{e(p.reason)}</div>'
-            f'<div class="product-id">{e(p.id)}</div></div>')
+            f'<div class="product-reason">{e(p.reason)}</div></div>')
     return '<div class="product-grid">' + "".join(cards) + "</div>"
-
-
-def status_line(reply: Reply) -> str:
-    if reply.intent is None:
-        return ""
-    return f"intent `{reply.intent}` · confidence {reply.confidence:.2f} · action `{reply.action}`"

@@ -1,100 +1,82 @@
-"""What stands between the network and the assistant: server-issued conversation tokens, a browser
-cookie, per-client rate limits and a request-size cap.
+"""What stands between the network and the assistant: server-issued tokens, a browser cookie,
+rate limits and a request-size cap. Everything that must hold across replicas is in the store.
 
 * Conversations are keyed by random ids the server makes (`secrets`), never by anything a caller
   picks and never by Gradio's `session_hash` (which the client chooses and which travels in URLs).
-* The web page gets an HttpOnly cookie, set by `GuardMiddleware` when the page is served; the chat
-  callbacks find the conversation through it. API callers call `/start_conversation` for a token
-  and pass it to `/respond`; a token the server did not issue is refused and creates nothing.
-  Web and API tokens live in separate registries, so one can never be used as the other.
-* `GuardMiddleware` (a plain ASGI middleware on Gradio's FastAPI app, installed through
-  `launch(app_kwargs=...)`) refuses bodies over `max_body_bytes` with 413 before anything parses
-  them, rate-limits each client address (429), and binds each Gradio `session_hash` to the browser
-  (or address) that first used it, so a leaked `session_hash` does not let anyone read that page's
-  event stream.
-
-Everything is in memory (one process); limits are module defaults, overridable by environment
-variables (`ATTENDANT_MAX_BODY_BYTES`, `ATTENDANT_RATE_BURST`, `ATTENDANT_RATE_PER_SECOND`).
+* The web page gets an HttpOnly cookie, set by `GuardMiddleware` when a page is served; the chat
+  and the operator console find their state through it. REST API callers get a conversation token
+  from `POST /api/v1/conversations` (webapp/api.py). Tokens are kept in the store as SHA-256 digests
+  (a database dump holds no usable token), one kind per registry, so one can never be used as another.
+* Rate limits are fixed one-minute windows counted in the store (`Store.rate_hit`), so N replicas
+  together allow what one would.
+* `GuardMiddleware` (a pure ASGI middleware on the FastAPI app) refuses bodies over `max_body_bytes`
+  with 413 before anything parses them, rate-limits each client address (429), sets the page cookie,
+  and binds each Gradio `session_hash` to the browser (or address) that first used it, so a leaked
+  `session_hash` does not let anyone read that page's event stream. That binding stays in the
+  process: Gradio's event stream lives in one process anyway (the balancer keeps a page on one replica).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import os
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-log = logging.getLogger(__name__)
+from core.config import ServerConfig
 
 COOKIE_NAME = "attendant_chat"
-MAX_BODY_BYTES = 64 * 1024
 
 
-def _env_number(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        log.warning("%s is not a number; using %s", name, default)
-        return default
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # ------------------------------------------------------------------------------------ tokens
 @dataclass
-class _Entry:
+class TokenEntry:
     session_id: str
-    created: float
-    last_used: float
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any]
+    created_at: float
 
 
 class TokenRegistry:
-    """Random tokens the server issued -> the conversation (engine session id) behind each.
+    """Random tokens the server issued (one `kind`) -> the conversation (engine session id) behind each.
 
     `issue()` makes a token (`secrets.token_urlsafe(32)`) and a separate random session id with the
-    registry's prefix (`web-` / `api-`), so tokens never reach the store or the transcripts.
-    Tokens expire after `idle_ttl` seconds unused or `max_age` in all; at most `capacity` live
-    (the least recently used goes first).
+    registry's prefix (`web-` / `api-`), so tokens never reach the transcripts. Tokens expire after
+    `idle_ttl` seconds unused or `max_age` in all.
     """
 
-    def __init__(self, prefix: str, *, idle_ttl: float = 4 * 3600, max_age: float = 24 * 3600,
-                 capacity: int = 50_000, clock: Callable[[], float] = time.monotonic):
-        self.prefix, self.idle_ttl, self.max_age, self.capacity, self.clock = prefix, idle_ttl, max_age, capacity, clock
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, store: Any, kind: str, prefix: str, *, idle_ttl: float, max_age: float,
+                 clock: Callable[[], float] = time.time):
+        self.store, self.kind, self.prefix = store, kind, prefix
+        self.idle_ttl, self.max_age, self.clock = idle_ttl, max_age, clock
 
     def new_session_id(self) -> str:
         return f"{self.prefix}-{secrets.token_hex(16)}"
 
-    def issue(self) -> str:
-        token = secrets.token_urlsafe(32)
-        now = self.clock()
-        with self._lock:
-            self._entries[token] = _Entry(self.new_session_id(), now, now)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-        return token
+    def issue(self, data: dict[str, Any] | None = None) -> str:
+        return self.issue_with_session(data)[0]
 
-    def entry(self, token: object) -> _Entry | None:
+    def issue_with_session(self, data: dict[str, Any] | None = None) -> tuple[str, str]:
+        """A new token and the new conversation's session id."""
+        token, session_id = secrets.token_urlsafe(32), self.new_session_id()
+        self.store.create_token(digest(token), self.kind, session_id, self.clock(), data)
+        return token, session_id
+
+    def entry(self, token: object) -> TokenEntry | None:
         """The live entry of a token (its use refreshes it), or None: unknown, forged or expired."""
         if not isinstance(token, str) or not token or len(token) > 100:
             return None
-        now = self.clock()
-        with self._lock:
-            e = self._entries.get(token)
-            if e is None:
-                return None
-            if now - e.last_used > self.idle_ttl or now - e.created > self.max_age:
-                del self._entries[token]
-                return None
-            e.last_used = now
-            self._entries.move_to_end(token)
-            return e
+        row = self.store.use_token(digest(token), self.kind, self.clock(), idle_ttl=self.idle_ttl,
+                                   max_age=self.max_age)
+        return None if row is None else TokenEntry(row["session_id"], row["data"], row["created_at"])
 
     def session_id(self, token: object) -> str | None:
         e = self.entry(token)
@@ -102,41 +84,29 @@ class TokenRegistry:
 
     def renew_session(self, token: object) -> str | None:
         """A fresh conversation behind the same token ("New conversation")."""
-        e = self.entry(token)
-        if e is None:
+        if self.entry(token) is None:
             return None
-        e.session_id = self.new_session_id()
-        return e.session_id
+        session_id = self.new_session_id()
+        self.store.update_token(digest(str(token)), session_id=session_id)
+        return session_id
+
+    def set_data(self, token: str, data: dict[str, Any]) -> None:
+        self.store.update_token(digest(token), data=data)
 
     def revoke(self, token: object) -> None:
-        with self._lock:
-            self._entries.pop(token, None)  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        if isinstance(token, str) and token:
+            self.store.delete_token(digest(token))
 
 
 # ------------------------------------------------------------------------------- rate limits
-class TokenBucket:
-    """Per-key token buckets: `burst` requests at once, refilled at `rate` per second."""
+class RateLimiter:
+    """`per_minute` requests per key in each one-minute window, counted in the store."""
 
-    def __init__(self, burst: float, rate: float, *, capacity: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic):
-        self.burst, self.rate, self.capacity, self.clock = burst, rate, capacity, clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, store: Any, prefix: str, per_minute: int, clock: Callable[[], float] = time.time):
+        self.store, self.prefix, self.per_minute, self.clock = store, prefix, per_minute, clock
 
-    def allow(self, key: str, cost: float = 1.0) -> bool:
-        now = self.clock()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            ok = tokens >= cost
-            self._buckets[key] = (tokens - cost if ok else tokens, now)
-            self._buckets.move_to_end(key)
-            while len(self._buckets) > self.capacity:
-                self._buckets.popitem(last=False)
-            return ok
+    def allow(self, key: str, limit: int | None = None) -> bool:
+        return self.store.rate_hit(f"{self.prefix}:{key}", limit or self.per_minute, self.clock())
 
 
 # -------------------------------------------------------------------------------- middleware
@@ -150,7 +120,7 @@ def _cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
     return None
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+def header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     for k, v in headers:
         if k == name:
             return v.decode("latin-1")
@@ -175,12 +145,14 @@ class GuardMiddleware:
         method = scope.get("method", "GET")
         path = scope.get("path", "")
         client = (scope.get("client") or ("unknown", 0))[0]
+        api = path.startswith("/api/")
 
-        length = _header(headers, b"content-length")
+        length = header(headers, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > g.max_body_bytes):
-            return await _plain(send, 413, "Request too large.")
+            return await refuse(send, 413, "too_large", "Request too large.", api)
         if method not in ("GET", "HEAD", "OPTIONS") and not g.limiter.allow(client):
-            return await _plain(send, 429, "Too many requests; slow down.", [(b"retry-after", b"5")])
+            return await refuse(send, 429, "rate_limited", "Too many requests; slow down.", api,
+                                [(b"retry-after", b"60")])
 
         body = b""
         if method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -192,23 +164,28 @@ class GuardMiddleware:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > g.max_body_bytes:
-                    return await _plain(send, 413, "Request too large.")
+                    return await refuse(send, 413, "too_large", "Request too large.", api)
                 chunks.append(chunk)
                 more = message.get("more_body", False)
             body = b"".join(chunks)
 
-        browser = _cookie(headers, COOKIE_NAME)
-        known_browser = g.browsers.entry(browser) is not None
-        owner = f"browser:{browser}" if known_browser else f"addr:{client}"
-        session_hash = self._session_hash(scope, path, body)
-        if session_hash is not None and not g.bind_session_hash(session_hash, owner):
-            return await _plain(send, 403, "This page session belongs to another browser; reload the page.")
-
         new_cookie = None
-        if method == "GET" and not known_browser and g.is_page(path):
-            if not g.limiter.allow(client):
-                return await _plain(send, 429, "Too many requests; slow down.", [(b"retry-after", b"5")])
-            new_cookie = g.browsers.issue()
+        if not api:
+            browser = _cookie(headers, COOKIE_NAME)
+            session_hash = self._session_hash(scope, path, body)
+            page = method == "GET" and g.is_page(path)
+            # The store is asked about the cookie only where it matters: a Gradio session, or a page.
+            known_browser = (session_hash is not None or page) and g.browsers.entry(browser) is not None
+            if session_hash is not None:
+                owner = f"browser:{browser}" if known_browser else f"addr:{client}"
+                if not g.bind_session_hash(session_hash, owner):
+                    return await refuse(send, 403, "forbidden",
+                                        "This page session belongs to another browser; reload the page.", api)
+            if page and not known_browser:
+                if not g.limiter.allow(client):
+                    return await refuse(send, 429, "rate_limited", "Too many requests; slow down.", api,
+                                        [(b"retry-after", b"60")])
+                new_cookie = g.browsers.issue()
 
         sent = False
 
@@ -221,8 +198,7 @@ class GuardMiddleware:
 
         async def send_with_cookie(message):
             if new_cookie and message["type"] == "http.response.start":
-                secure = scope.get("scheme") == "https" or \
-                    _header(headers, b"x-forwarded-proto") == "https"
+                secure = scope.get("scheme") == "https" or header(headers, b"x-forwarded-proto") == "https"
                 value = (f"{COOKIE_NAME}={new_cookie}; Path=/; HttpOnly; SameSite=Strict; "
                          f"Max-Age={int(g.browsers.max_age)}" + ("; Secure" if secure else ""))
                 message = {**message, "headers": list(message.get("headers", [])) + [(b"set-cookie", value.encode())]}
@@ -249,36 +225,41 @@ class GuardMiddleware:
         return None
 
 
-async def _plain(send, status: int, text: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
-    body = text.encode()
+async def refuse(send, status: int, code: str, text: str, as_json: bool,
+                 extra: list[tuple[bytes, bytes]] = ()) -> None:
+    """A refusal before the app runs: JSON (`{"error": {code, message}}`) for the REST API, else text."""
+    if as_json:
+        body, kind = json.dumps({"error": {"code": code, "message": text}}).encode(), b"application/json"
+    else:
+        body, kind = text.encode(), b"text/plain; charset=utf-8"
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode()), *extra]})
+                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
 # --------------------------------------------------------------------------------- the guard
 class WebGuard:
-    """The web app's security state: browser (cookie) and API token registries, rate limits,
-    session_hash owners. One per app; `app_kwargs()` goes to `demo.launch(app_kwargs=...)`."""
+    """The web app's security state: browser (cookie) and API token registries and the rate limits,
+    all in `store`; Gradio session_hash owners (this process). One per app."""
 
-    def __init__(self, *, max_body_bytes: int | None = None, burst: float | None = None,
-                 rate: float | None = None, clock: Callable[[], float] = time.monotonic):
-        self.max_body_bytes = int(max_body_bytes or _env_number("ATTENDANT_MAX_BODY_BYTES", MAX_BODY_BYTES))
-        burst = burst or _env_number("ATTENDANT_RATE_BURST", 60)
-        rate = rate or _env_number("ATTENDANT_RATE_PER_SECOND", 2)
-        self.browsers = TokenRegistry("web", clock=clock)
-        self.api = TokenRegistry("api", clock=clock)
-        self.limiter = TokenBucket(burst, rate, clock=clock)          # per client address, every POST
-        self.token_limiter = TokenBucket(burst / 2, rate / 2, clock=clock)  # per API token, /respond
+    def __init__(self, store: Any, server: ServerConfig | None = None, *, clock: Callable[[], float] = time.time):
+        server = server or ServerConfig()
+        self.server = server
+        self.max_body_bytes = server.max_body_bytes
+        ttl = {"idle_ttl": server.token_idle_ttl_s, "max_age": server.token_max_age_s, "clock": clock}
+        self.browsers = TokenRegistry(store, "web", "web", **ttl)
+        self.api = TokenRegistry(store, "api", "api", **ttl)
+        self.limiter = RateLimiter(store, "client", server.client_rate_per_minute, clock)
+        self.conversation_limiter = RateLimiter(store, "conversation", server.conversation_rate_per_minute, clock)
+        self.key_limiter = RateLimiter(store, "key", server.key_rate_per_minute, clock)
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def is_page(path: str) -> bool:
-        """The HTML page (where the cookie is set): `/`, or a root_path prefix ending in `/`."""
-        return path == "/" or path == "" or (path.endswith("/") and "/gradio_api" not in path
-                                             and "/assets" not in path and "/file" not in path)
+        """An HTML page (where the cookie is set): `/`, `/operator/`, or a root_path prefix ending in `/`."""
+        return path in ("/", "", "/operator") or (path.endswith("/") and "/gradio_api" not in path
+                                                  and "/assets" not in path and "/file" not in path)
 
     def bind_session_hash(self, session_hash: str, owner: str) -> bool:
         with self._lock:
@@ -299,11 +280,3 @@ class WebGuard:
         except AttributeError:
             return None
         return token if self.browsers.entry(token) is not None else None
-
-    def middleware(self) -> list:
-        from starlette.middleware import Middleware
-
-        return [Middleware(GuardMiddleware, guard=self)]
-
-    def app_kwargs(self) -> dict[str, Any]:
-        return {"middleware": self.middleware()}

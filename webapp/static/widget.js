@@ -1,0 +1,1 @@
+// The embeddable chat widget (being written).
