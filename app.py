@@ -47,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = args.port or config.server.port
     log.info("serving %s on http://%s:%d (customer chat at /, operator console at /operator, REST API at /api/v1)",
              config.store_name, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False, server_header=False)
+    proxies = config.server.trusted_proxies.strip()
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
     return 0
 
 

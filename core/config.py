@@ -135,6 +135,9 @@ class ServerConfig(_Checks):
     token_idle_ttl_s: int = 4 * 3600         # a conversation token unused this long expires
     token_max_age_s: int = 24 * 3600         # ... and any token after this long
     workers_threads: int = 32                # threads that run turns (sync handlers) in one process
+    # Addresses of the load balancers / reverse proxies whose X-Forwarded-For is believed (uvicorn's
+    # forwarded_allow_ips, comma-separated; "" believes none), so per-client limits see the customer.
+    trusted_proxies: str = ""
 
     def validate(self, where: str) -> None:
         if not 0 < self.port < 65536:

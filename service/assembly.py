@@ -89,8 +89,13 @@ def read_faq_records(path: Path) -> dict[str, dict]:
 
 
 def open_store(config: Config, path: Path | None = None) -> Store:
-    """The service's SQLite store, seeded with the config's orders on first open."""
-    store = Store(path or config.layout.store)
+    """The service's store, seeded with the config's orders on first open: `path` (an SQLite file)
+    when given, else the config's `store.url` (PostgreSQL, shared by replicas) when set, else the
+    embedded SQLite file in the artifacts folder."""
+    if path is None and config.store.url:
+        store = Store(config.store.url, pool_size=config.store.pool_size)
+    else:
+        store = Store(path or config.layout.store, pool_size=config.store.pool_size)
     if config.data.orders is not None and store.order_count() == 0:
         store.seed_orders(config.data.orders)
     return store

@@ -5,6 +5,7 @@ and the session stays usable.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any, Protocol
@@ -201,11 +202,14 @@ class Assistant:
         state.history.append({"role": "user", "text": user_text})
         state.history.append({"role": "assistant", "text": bot_text, "action": reply.action,
                               "intent": reply.intent, "confidence": round(float(reply.confidence), 4)})
-        self.sessions.save(state)
-        if self.transcripts is not None:
-            self.transcripts.append_transcript(state.session_id, "user", user_text)
-            self.transcripts.append_transcript(state.session_id, "assistant", bot_text, reply.action,
-                                               reply.intent, float(reply.confidence))
+        # The state and the transcript lines commit together (one transaction when the store has them).
+        together = getattr(self.sessions, "transaction", None)
+        with together() if together is not None else contextlib.nullcontext():
+            self.sessions.save(state)
+            if self.transcripts is not None:
+                self.transcripts.append_transcript(state.session_id, "user", user_text)
+                self.transcripts.append_transcript(state.session_id, "assistant", bot_text, reply.action,
+                                                   reply.intent, float(reply.confidence))
 
     def history(self, session_id: str) -> list[dict[str, Any]]:
         return self.sessions.load(session_id).history

@@ -1,7 +1,7 @@
 """The operator's side: review handed-over conversations and close them.
 
 `python -m service.operator --config PATH tickets | show T-00001 | close T-00001 [--note TEXT]`
-does from a terminal what the web app's Operator tab does (login required there: the password
+does from a terminal what the web app's operator console (/operator) does (login required there: the password
 comes from the ATTENDANT_OPERATOR_PASSWORD environment variable).
 """
 from __future__ import annotations

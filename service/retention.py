@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"{verb} {counts['transcripts']} transcript lines ({kept(limits.transcripts_days)}), "
           f"{counts['tickets']} closed tickets ({kept(limits.tickets_days)}), "
-          f"{counts['sessions']} sessions ({kept(limits.sessions_days)}) from {store.path}")
+          f"{counts['sessions']} sessions ({kept(limits.sessions_days)}) from {store.location}")
     return 0
 
 

@@ -1,28 +1,46 @@
-"""The service's persistent state in one SQLite file (WAL): customers, orders, returns,
-transcripts, tickets, feedback and conversation sessions.
+"""The service's persistent state: customers, orders, returns, transcripts, tickets, feedback,
+conversation sessions, tokens, rate-limit counters and API keys.
 
-Opened once per process; each thread gets its own connection (WAL lets readers and one writer
-work at once), and writes run in short transactions. The schema is versioned with
-`PRAGMA user_version` and migrated forward on open.
+Two backends behind the same SQL (SQLAlchemy Core, `text()` statements with named parameters):
+
+- SQLite, the embedded default: one file (WAL), serving one process. Writes take the database's
+  write lock up front (BEGIN IMMEDIATE); turn locks are process-local.
+- PostgreSQL (psycopg 3), which several replicas can share. Conditional writes are checked by the
+  statements themselves (UPDATE ... WHERE status IN ...; row locks; unique indexes), and a turn
+  lock is a PostgreSQL advisory lock, so it excludes the other processes too.
+
+The schema is one ordered list of migrations with small per-dialect substitutions; the version
+applied is kept in `PRAGMA user_version` (SQLite, as the files made before PostgreSQL support
+have it) or in a `schema_version` table (PostgreSQL), and the store is migrated forward on open.
+See docs/store.md.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, RowMapping, make_url
+
 from core.errors import ArtifactError, DataError
 from core.jsonl import read_jsonl
-from service.sessions import SessionState
+from service.sessions import SessionLocks, SessionState
 
 log = logging.getLogger(__name__)
 
+# Written once for both dialects: {id} an autoincrement integer key, {real} a double-precision
+# float (PostgreSQL's REAL is single precision, too coarse for epoch seconds); the v2 ticket copy
+# has its own per-dialect expression (SQLite's GLOB) and, on PostgreSQL, moves the identity on
+# past the ids it copied.
 MIGRATIONS: list[str] = [
     # version 1
     """
@@ -30,40 +48,39 @@ MIGRATIONS: list[str] = [
     CREATE TABLE orders (
         order_id TEXT PRIMARY KEY, email TEXT NOT NULL REFERENCES customers(email),
         status TEXT NOT NULL, placed_at TEXT, shipped_at TEXT, delivered_at TEXT,
-        carrier TEXT, tracking TEXT, shipping_address TEXT, total REAL NOT NULL,
-        refund_status TEXT, updated_at REAL NOT NULL);
+        carrier TEXT, tracking TEXT, shipping_address TEXT, total {real} NOT NULL,
+        refund_status TEXT, updated_at {real} NOT NULL);
     CREATE TABLE order_items (
         order_id TEXT NOT NULL REFERENCES orders(order_id), product_id TEXT NOT NULL,
-        title TEXT NOT NULL, qty INTEGER NOT NULL, price REAL NOT NULL, opened INTEGER NOT NULL DEFAULT 0);
+        title TEXT NOT NULL, qty INTEGER NOT NULL, price {real} NOT NULL, opened INTEGER NOT NULL DEFAULT 0);
     CREATE TABLE returns (
-        return_id INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL REFERENCES orders(order_id),
-        condition TEXT NOT NULL, restocking_fee REAL NOT NULL, refund_amount REAL NOT NULL,
-        status TEXT NOT NULL, created_at REAL NOT NULL);
+        return_id {id}, order_id TEXT NOT NULL REFERENCES orders(order_id),
+        condition TEXT NOT NULL, restocking_fee {real} NOT NULL, refund_amount {real} NOT NULL,
+        status TEXT NOT NULL, created_at {real} NOT NULL);
     CREATE TABLE transcripts (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, role TEXT NOT NULL,
-        text TEXT NOT NULL, action TEXT, intent TEXT, confidence REAL, created_at REAL NOT NULL);
+        id {id}, session_id TEXT NOT NULL, role TEXT NOT NULL,
+        text TEXT NOT NULL, action TEXT, intent TEXT, confidence {real}, created_at {real} NOT NULL);
     CREATE INDEX transcripts_session ON transcripts(session_id, id);
     CREATE TABLE tickets (
         ticket_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, reason TEXT NOT NULL,
-        transcript TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, closed_at REAL, note TEXT);
+        transcript TEXT NOT NULL, status TEXT NOT NULL, created_at {real} NOT NULL, closed_at {real}, note TEXT);
     CREATE TABLE feedback (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, rating INTEGER NOT NULL,
-        comment TEXT, created_at REAL NOT NULL);
-    CREATE TABLE sessions (session_id TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at REAL NOT NULL);
+        id {id}, session_id TEXT NOT NULL, rating INTEGER NOT NULL,
+        comment TEXT, created_at {real} NOT NULL);
+    CREATE TABLE sessions (session_id TEXT PRIMARY KEY, state TEXT NOT NULL, updated_at {real} NOT NULL);
     """,
     # version 2: trust. Ticket ids come from the database's own key (COUNT(*)+1 collided after a
     # delete); at most one open return per order; one row per confirmed write (its idempotency key);
     # verification failures per order and per session, kept here so that every process sees them.
     """
     CREATE TABLE tickets_v2 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, ticket_id TEXT UNIQUE, session_id TEXT NOT NULL,
-        reason TEXT NOT NULL, transcript TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL,
-        closed_at REAL, note TEXT);
+        id {id}, ticket_id TEXT UNIQUE, session_id TEXT NOT NULL,
+        reason TEXT NOT NULL, transcript TEXT NOT NULL, status TEXT NOT NULL, created_at {real} NOT NULL,
+        closed_at {real}, note TEXT);
     INSERT INTO tickets_v2(id, ticket_id, session_id, reason, transcript, status, created_at, closed_at, note)
-        SELECT CASE WHEN ticket_id GLOB 'T-[0-9]*' AND CAST(substr(ticket_id, 3) AS INTEGER) > 0
-                    THEN CAST(substr(ticket_id, 3) AS INTEGER) END,
-               ticket_id, session_id, reason, transcript, status, created_at, closed_at, note
+        SELECT {ticket_number}, ticket_id, session_id, reason, transcript, status, created_at, closed_at, note
         FROM tickets ORDER BY created_at;
+    {tickets_v2_identity};
     DROP TABLE tickets;
     ALTER TABLE tickets_v2 RENAME TO tickets;
     CREATE INDEX tickets_session ON tickets(session_id, status);
@@ -72,14 +89,75 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX returns_one_open ON returns(order_id) WHERE status IN ('requested', 'received');
     CREATE TABLE confirmations (
         key TEXT PRIMARY KEY, session_id TEXT NOT NULL, flow TEXT NOT NULL, order_id TEXT,
-        result TEXT NOT NULL, created_at REAL NOT NULL);
+        result TEXT NOT NULL, created_at {real} NOT NULL);
     CREATE TABLE verification_failures (
-        subject TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_failure_at REAL NOT NULL,
-        locked_until REAL NOT NULL DEFAULT 0, hard INTEGER NOT NULL DEFAULT 0)
+        subject TEXT PRIMARY KEY, failures INTEGER NOT NULL, last_failure_at {real} NOT NULL,
+        locked_until {real} NOT NULL DEFAULT 0, hard INTEGER NOT NULL DEFAULT 0)
+    """,
+    # version 3: deployment. What the web layer used to keep in one process's memory, so that several
+    # replicas share it: conversation/browser/operator tokens (stored as SHA-256 digests, never the
+    # token), fixed-window rate-limit counters, and the REST API's keys (secret digests too).
+    """
+    CREATE TABLE tokens (
+        token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, session_id TEXT NOT NULL, data TEXT NOT NULL,
+        created_at {real} NOT NULL, last_used_at {real} NOT NULL);
+    CREATE INDEX tokens_last_used ON tokens(last_used_at);
+    CREATE TABLE rate_counters (
+        key TEXT NOT NULL, window_start BIGINT NOT NULL, hits INTEGER NOT NULL, PRIMARY KEY (key, window_start));
+    CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, origins TEXT NOT NULL,
+        rate_per_minute INTEGER, created_at {real} NOT NULL, revoked_at {real})
     """,
 ]
 
+DIALECT_SQL: dict[str, dict[str, str]] = {
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "real": "REAL",
+        "ticket_number": "CASE WHEN ticket_id GLOB 'T-[0-9]*' AND CAST(substr(ticket_id, 3) AS INTEGER) > 0 "
+                         "THEN CAST(substr(ticket_id, 3) AS INTEGER) END",
+        "tickets_v2_identity": "",          # AUTOINCREMENT follows explicit ids by itself
+    },
+    "postgresql": {
+        "id": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        "real": "DOUBLE PRECISION",
+        "ticket_number": "NULLIF(CAST(substring(ticket_id FROM '^T-([0-9]{1,18})') AS BIGINT), 0)",
+        "tickets_v2_identity": "SELECT setval(pg_get_serial_sequence('tickets_v2', 'id'), "
+                               "COALESCE(MAX(id), 0) + 1, false) FROM tickets_v2",
+    },
+}
+
+MIGRATION_LOCK = 0x417474656E64   # pg_advisory_xact_lock key: one process migrates at a time ("Attend")
+
 OPEN_RETURN = ("requested", "received")   # a return in one of these blocks another on the same order
+
+
+def migration_statements(version: int, dialect: str) -> list[str]:
+    """The statements that take a store from `version` - 1 to `version` on `dialect`."""
+    sql = MIGRATIONS[version - 1].format(**DIALECT_SQL[dialect])
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+@functools.lru_cache(maxsize=512)
+def _sql(statement: str, *expanding: str) -> sa.TextClause:
+    """A compiled-once `text()` statement; `expanding` names list parameters (`IN :names`)."""
+    clause = sa.text(statement)
+    return clause.bindparams(*(sa.bindparam(name, expanding=True) for name in expanding)) if expanding else clause
+
+
+def store_url(target: str | Path) -> URL:
+    """The SQLAlchemy URL of a store: a path (an SQLite file), `sqlite:///PATH`, or a
+    `postgresql://`/`postgres://` URL (driven by psycopg 3)."""
+    if isinstance(target, Path) or "://" not in str(target):
+        return URL.create("sqlite", database=str(Path(target)))
+    url = make_url(str(target))
+    backend = url.drivername.split("+")[0]
+    if backend in ("postgres", "postgresql"):
+        return url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+        return url.set(drivername="sqlite")
+    raise ArtifactError(f"{url.render_as_string(hide_password=True)}: the store is an SQLite file "
+                        f"(a path or sqlite:///PATH) or a postgresql:// URL")
 
 
 class WriteConflict(Exception):
@@ -121,96 +199,138 @@ class Order:
 
 
 class Store:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    """`target`: a path (an SQLite file, created when missing), `sqlite:///PATH`, or a PostgreSQL
+    URL (`postgresql://...` or `postgres://...`). `pool_size`: connections kept per process; as
+    many again may be opened under load, and at most `pool_size` of them hold turn locks
+    (PostgreSQL), so a turn that holds its lock always finds a connection for its work."""
+
+    def __init__(self, target: str | Path, *, pool_size: int = 20):
+        url = store_url(target)
+        self.backend: str = "sqlite" if url.get_backend_name() == "sqlite" else "postgresql"
+        self.path: Path | None = Path(url.database) if self.backend == "sqlite" else None
+        self.location = str(self.path) if self.path is not None else url.render_as_string(hide_password=True)
         self._local = threading.local()
-        self._write_lock = threading.Lock()
+        self._session_locks = SessionLocks()
+        self._lock_slots = threading.BoundedSemaphore(pool_size)
+        if self.backend == "sqlite":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # One writer at a time in this process queues here rather than in SQLite's busy loop.
+            self._write_lock: Any = threading.Lock()
+            self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                                           connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self._write_lock = nullcontext()
+            self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self._for_update = " FOR UPDATE" if self.backend == "postgresql" else ""   # SQLite: BEGIN IMMEDIATE
         try:
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise ArtifactError(f"{self.path}: not a usable SQLite store ({exc}); move it away and restart "
-                                "to create a fresh one") from None
+        except (sa.exc.DBAPIError, sqlite3.DatabaseError) as exc:
+            self.engine.dispose()
+            reason = getattr(exc, "orig", None) or exc
+            if self.backend == "sqlite":
+                raise ArtifactError(f"{self.path}: not a usable SQLite store ({reason}); move it away and restart "
+                                    "to create a fresh one") from None
+            raise ArtifactError(f"{self.location}: not a usable PostgreSQL store "
+                                f"({str(reason).strip().splitlines()[0]})") from None
 
-    # -- connections --------------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
+    # -- connections and transactions ------------------------------------------------------------
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """The connection of this thread's transaction, or a pooled one for this read."""
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _all(self, statement: str, params: dict[str, Any] | None = None, *expanding: str) -> list[RowMapping]:
+        with self._reading() as conn:
+            return list(conn.execute(_sql(statement, *expanding), params or {}).mappings())
+
+    def _first(self, statement: str, params: dict[str, Any] | None = None, *expanding: str) -> RowMapping | None:
+        with self._reading() as conn:
+            return conn.execute(_sql(statement, *expanding), params or {}).mappings().first()
+
+    def _scalar(self, statement: str, params: dict[str, Any] | None = None) -> Any:
+        with self._reading() as conn:
+            return conn.execute(_sql(statement), params or {}).scalar()
+
+    def _run(self, statement: str, params: dict[str, Any] | None = None, *expanding: str) -> int:
+        """One write in its own transaction (or this thread's); returns the rows it changed."""
+        with self._tx() as conn:
+            return conn.execute(_sql(statement, *expanding), params or {}).rowcount
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE: the database's write lock, across processes).
+    def _tx(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE, the database's write lock, across processes).
         A nested call on the same thread is a savepoint inside the outer transaction, so
         `transaction()` can make several store calls (a check, a write, the session's state) commit
         or fail together, and a failed inner call leaves nothing of itself behind."""
-        conn = self._conn()
-        depth = getattr(self._local, "depth", 0)
-        if depth:
-            name = f"sp{depth}"
-            conn.execute(f"SAVEPOINT {name}")
-            self._local.depth = depth + 1
-            try:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            with conn.begin_nested():
                 yield conn
-            except BaseException:
-                conn.execute(f"ROLLBACK TO {name}")
-                conn.execute(f"RELEASE {name}")
-                raise
-            finally:
-                self._local.depth = depth
-            conn.execute(f"RELEASE {name}")
             return
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            self._local.depth = 1
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            self._local.conn = conn
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                with conn.begin():
+                    yield conn
             finally:
-                self._local.depth = 0
+                self._local.conn = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Everything the store does on this thread inside the block is one transaction; the
-        reads see the state the writes will change (no other writer can come in between)."""
+        reads see the state the writes will change (no other writer can come in between on
+        SQLite; on PostgreSQL the conditional writes and row locks check it)."""
         with self._tx():
             yield
 
     def _migrate(self) -> None:
+        latest = len(MIGRATIONS)
         with self._tx() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise ArtifactError(f"{self.path}: schema version {version} is newer than this code "
-                                    f"({len(MIGRATIONS)}); upgrade Attendant")
-            for v in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[v].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {v + 1}")
+            if self.backend == "postgresql":
+                # Two processes opening a fresh database at once: the second waits, then finds it migrated.
+                conn.execute(_sql("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            version = self._version(conn)
+            if version > latest:
+                raise ArtifactError(f"{self.location}: schema version {version} is newer than this code "
+                                    f"({latest}); upgrade Attendant")
+            for v in range(version + 1, latest + 1):
+                for statement in migration_statements(v, self.backend):
+                    conn.exec_driver_sql(statement)
+            if version < latest:
+                if self.backend == "sqlite":
+                    conn.exec_driver_sql(f"PRAGMA user_version = {latest}")
+                else:
+                    conn.exec_driver_sql("DELETE FROM schema_version")
+                    conn.execute(_sql("INSERT INTO schema_version(version) VALUES (:v)"), {"v": latest})
+                log.info("store %s migrated from schema version %d to %d", self.location, version, latest)
+
+    def _version(self, conn: Connection) -> int:
+        if self.backend == "sqlite":
+            return int(conn.exec_driver_sql("PRAGMA user_version").scalar())
+        return int(conn.exec_driver_sql("SELECT COALESCE(MAX(version), 0) FROM schema_version").scalar())
 
     @property
     def schema_version(self) -> int:
-        return self._conn().execute("PRAGMA user_version").fetchone()[0]
+        with self._reading() as conn:
+            return self._version(conn)
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close the pooled connections (SQLite: the last one checkpoints the WAL into the file).
+        The store stays usable: a later call opens new ones."""
+        self.engine.dispose()
 
     # -- orders -------------------------------------------------------------------------------
     def order_count(self) -> int:
-        return self._conn().execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+        return int(self._scalar("SELECT COUNT(*) FROM orders"))
 
     def seed_orders(self, path: Path) -> int:
         """Load demo/operator orders from JSON Lines; existing orders are left as they are."""
@@ -219,32 +339,43 @@ class Store:
         with self._tx() as conn:
             for n, o in enumerate(rows, 1):
                 try:
-                    conn.execute("INSERT OR IGNORE INTO customers(email, name) VALUES (?, ?)",
-                                 (o["email"].lower(), o.get("customer_name") or ""))
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (o["order_id"].upper(), o["email"].lower(), o["status"], o.get("placed_at"),
-                         o.get("shipped_at"), o.get("delivered_at"), o.get("carrier"), o.get("tracking"),
-                         o.get("shipping_address"), float(o.get("total") or 0), o.get("refund_status"), time.time()))
-                    if cur.rowcount:
-                        added += 1
-                        for it in o.get("items") or []:
-                            conn.execute("INSERT INTO order_items VALUES (?,?,?,?,?,?)",
-                                         (o["order_id"].upper(), it["product_id"], it.get("title", ""),
-                                          int(it.get("qty", 1)), float(it.get("price", 0)), int(bool(it.get("opened")))))
-                except (KeyError, TypeError, ValueError) as exc:
+                    conn.execute(_sql("INSERT INTO customers(email, name) VALUES (:email, :name) "
+                                      "ON CONFLICT DO NOTHING"),
+                                 {"email": o["email"].lower(), "name": o.get("customer_name") or ""})
+                    order = {"order_id": o["order_id"].upper(), "email": o["email"].lower(), "status": o["status"],
+                             "placed_at": o.get("placed_at"), "shipped_at": o.get("shipped_at"),
+                             "delivered_at": o.get("delivered_at"), "carrier": o.get("carrier"),
+                             "tracking": o.get("tracking"), "shipping_address": o.get("shipping_address"),
+                             "total": float(o.get("total") or 0), "refund_status": o.get("refund_status"),
+                             "updated_at": time.time()}
+                    items = [{"order_id": order["order_id"], "product_id": it["product_id"],
+                              "title": it.get("title", ""), "qty": int(it.get("qty", 1)),
+                              "price": float(it.get("price", 0)), "opened": int(bool(it.get("opened")))}
+                             for it in o.get("items") or []]
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     raise DataError(f"{path}: order on line {n} is missing or has a bad field ({exc})") from None
+                cur = conn.execute(_sql(
+                    "INSERT INTO orders(order_id, email, status, placed_at, shipped_at, delivered_at, carrier, "
+                    "tracking, shipping_address, total, refund_status, updated_at) VALUES (:order_id, :email, "
+                    ":status, :placed_at, :shipped_at, :delivered_at, :carrier, :tracking, :shipping_address, "
+                    ":total, :refund_status, :updated_at) ON CONFLICT DO NOTHING"), order)
+                if cur.rowcount:
+                    added += 1
+                    if items:
+                        conn.execute(_sql("INSERT INTO order_items(order_id, product_id, title, qty, price, opened) "
+                                          "VALUES (:order_id, :product_id, :title, :qty, :price, :opened)"), items)
         log.info("seeded %d orders from %s", added, path)
         return added
 
     def get_order(self, order_id: str) -> Order | None:
-        conn = self._conn()
-        row = conn.execute("SELECT o.*, c.name AS customer_name FROM orders o JOIN customers c USING(email) "
-                           "WHERE order_id = ?", (order_id.upper(),)).fetchone()
-        if row is None:
-            return None
-        items = [OrderItem(r["product_id"], r["title"], r["qty"], r["price"], bool(r["opened"]))
-                 for r in conn.execute("SELECT * FROM order_items WHERE order_id = ?", (row["order_id"],))]
+        with self._reading() as conn:
+            row = conn.execute(_sql("SELECT o.*, c.name AS customer_name FROM orders o JOIN customers c USING(email) "
+                                    "WHERE order_id = :id"), {"id": order_id.upper()}).mappings().first()
+            if row is None:
+                return None
+            items = [OrderItem(r["product_id"], r["title"], r["qty"], r["price"], bool(r["opened"]))
+                     for r in conn.execute(_sql("SELECT * FROM order_items WHERE order_id = :id"),
+                                           {"id": row["order_id"]}).mappings()]
         return Order(row["order_id"], row["email"], row["customer_name"], row["status"], row["placed_at"],
                      row["shipped_at"], row["delivered_at"], row["carrier"], row["tracking"],
                      row["shipping_address"], row["total"], row["refund_status"], items)
@@ -255,17 +386,16 @@ class Store:
         allowed = {"status", "shipping_address", "refund_status"}
         if not fields or set(fields) - allowed:
             raise ValueError(f"can only update {sorted(allowed)}")
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        where, args = "order_id = ?", [order_id.upper()]
+        sets = ", ".join(f"{k} = :set_{k}" for k in sorted(fields))
+        params: dict[str, Any] = {f"set_{k}": v for k, v in fields.items()}
+        params.update(id=order_id.upper(), now=time.time())
+        where, expanding = "order_id = :id", ()
         if expect_status is not None:
-            expected = list(expect_status)
-            where += f" AND status IN ({', '.join('?' * len(expected))})"
-            args += expected
-        with self._tx() as conn:
-            cur = conn.execute(f"UPDATE orders SET {sets}, updated_at = ? WHERE {where}",
-                               (*fields.values(), time.time(), *args))
-            if expect_status is not None and cur.rowcount != 1:
-                raise WriteConflict(f"order {order_id} is no longer {'/'.join(expected)}")
+            expected = params["expected"] = list(expect_status)
+            where, expanding = where + " AND status IN :expected", ("expected",)
+        changed = self._run(f"UPDATE orders SET {sets}, updated_at = :now WHERE {where}", params, *expanding)
+        if expect_status is not None and changed != 1:
+            raise WriteConflict(f"order {order_id} is no longer {'/'.join(expected)}")
 
     def create_return(self, order_id: str, condition: str, restocking_fee: float, refund_amount: float, *,
                       expect_status: Iterable[str] = ("delivered",)) -> int:
@@ -273,40 +403,39 @@ class Store:
         `expect_status` or already has an open return (a unique index allows one per order)."""
         expected = list(expect_status)
         with self._tx() as conn:
-            cur = conn.execute(
-                f"UPDATE orders SET status = 'return_requested', updated_at = ? WHERE order_id = ? "
-                f"AND status IN ({', '.join('?' * len(expected))})", (time.time(), order_id.upper(), *expected))
+            cur = conn.execute(_sql("UPDATE orders SET status = 'return_requested', updated_at = :now "
+                                    "WHERE order_id = :id AND status IN :expected", "expected"),
+                               {"now": time.time(), "id": order_id.upper(), "expected": expected})
             if cur.rowcount != 1:
                 raise WriteConflict(f"order {order_id} is no longer {'/'.join(expected)}")
             try:
-                cur = conn.execute("INSERT INTO returns(order_id, condition, restocking_fee, refund_amount, status, "
-                                   "created_at) VALUES (?,?,?,?,?,?)", (order_id.upper(), condition, restocking_fee,
-                                                                      refund_amount, "requested", time.time()))
-            except sqlite3.IntegrityError:
+                return int(conn.execute(_sql(
+                    "INSERT INTO returns(order_id, condition, restocking_fee, refund_amount, status, created_at) "
+                    "VALUES (:id, :condition, :fee, :refund, 'requested', :now) RETURNING return_id"),
+                    {"id": order_id.upper(), "condition": condition, "fee": restocking_fee, "refund": refund_amount,
+                     "now": time.time()}).scalar_one())
+            except sa.exc.IntegrityError:
                 raise WriteConflict(f"order {order_id} already has an open return") from None
-            return int(cur.lastrowid)
 
     # -- confirmed writes: one result per idempotency key ----------------------------------------
     def confirmation_result(self, key: str) -> str | None:
-        row = self._conn().execute("SELECT result FROM confirmations WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
+        return self._scalar("SELECT result FROM confirmations WHERE key = :key", {"key": key})
 
     def record_confirmation(self, key: str, session_id: str, flow: str, order_id: str | None, result: str) -> None:
         """Remember what a confirmed write answered (call it inside the write's transaction); the key is
-        unique, so the same confirmation can never be applied twice."""
-        with self._tx() as conn:
-            conn.execute("INSERT INTO confirmations(key, session_id, flow, order_id, result, created_at) "
-                         "VALUES (?,?,?,?,?,?)", (key, session_id, flow, order_id, result, time.time()))
+        unique, so the same confirmation can never be applied twice (`sqlalchemy.exc.IntegrityError`)."""
+        self._run("INSERT INTO confirmations(key, session_id, flow, order_id, result, created_at) "
+                  "VALUES (:key, :sid, :flow, :order_id, :result, :now)",
+                  {"key": key, "sid": session_id, "flow": flow, "order_id": order_id, "result": result,
+                   "now": time.time()})
 
     # -- verification failures (per order number and per session) ------------------------------
     def verification_lock(self, subjects: Iterable[str], now: float | None = None) -> VerificationLock | None:
         """The lock in force on any of `subjects` (a hard one first), or None when checking is allowed."""
         now = time.time() if now is None else now
-        subjects = list(subjects)
-        row = self._conn().execute(
-            f"SELECT locked_until, hard FROM verification_failures WHERE subject IN "
-            f"({', '.join('?' * len(subjects))}) AND locked_until > ? ORDER BY hard DESC, locked_until DESC LIMIT 1",
-            (*subjects, now)).fetchone()
+        row = self._first("SELECT locked_until, hard FROM verification_failures WHERE subject IN :subjects "
+                          "AND locked_until > :now ORDER BY hard DESC, locked_until DESC LIMIT 1",
+                          {"subjects": list(subjects), "now": now}, "subjects")
         return None if row is None else VerificationLock(float(row["locked_until"]), bool(row["hard"]))
 
     def record_verification_failure(self, limits: dict[str, int], now: float | None = None, *, lockout_s: float,
@@ -314,15 +443,20 @@ class Store:
         """Count one failed check against each subject (`{subject: its limit}`). Failures older than
         `lockout_s` are forgotten, and so are those before a hard lock that has run out. From the
         second failure on, the subject waits `backoff_s * 2^(n-2)` seconds before its next check; at
-        its limit it is locked (hard) for `lockout_s`. Returns the lock now in force."""
+        its limit it is locked (hard) for `lockout_s`. Returns the lock now in force.
+        Each subject's row is locked while it is counted (SQLite: the write lock; PostgreSQL: the row,
+        created first if new), so two processes counting at once both count."""
         now = time.time() if now is None else now
         with self._tx() as conn:
-            for subject, limit in limits.items():
-                row = conn.execute("SELECT failures, last_failure_at, locked_until, hard FROM verification_failures "
-                                   "WHERE subject = ?", (subject,)).fetchone()
+            for subject, limit in sorted(limits.items()):   # one order of row locks: no deadlock
+                conn.execute(_sql("INSERT INTO verification_failures(subject, failures, last_failure_at, "
+                                  "locked_until, hard) VALUES (:subject, 0, 0, 0, 0) ON CONFLICT DO NOTHING"),
+                             {"subject": subject})
+                row = conn.execute(_sql("SELECT failures, last_failure_at, locked_until, hard FROM "
+                                        "verification_failures WHERE subject = :subject" + self._for_update),
+                                   {"subject": subject}).mappings().one()
                 failures = 0
-                if row is not None and now - row["last_failure_at"] <= lockout_s \
-                        and not (row["hard"] and row["locked_until"] <= now):
+                if now - row["last_failure_at"] <= lockout_s and not (row["hard"] and row["locked_until"] <= now):
                     failures = int(row["failures"])
                 failures += 1
                 hard = failures >= limit
@@ -332,48 +466,50 @@ class Store:
                     until = now + min(lockout_s, backoff_s * 2 ** (failures - 2))
                 else:
                     until = 0.0
-                conn.execute("INSERT INTO verification_failures(subject, failures, last_failure_at, locked_until, hard) "
-                             "VALUES (?,?,?,?,?) ON CONFLICT(subject) DO UPDATE SET failures = excluded.failures, "
-                             "last_failure_at = excluded.last_failure_at, locked_until = excluded.locked_until, "
-                             "hard = excluded.hard", (subject, failures, now, until, int(hard)))
+                conn.execute(_sql("UPDATE verification_failures SET failures = :failures, last_failure_at = :now, "
+                                  "locked_until = :until, hard = :hard WHERE subject = :subject"),
+                             {"subject": subject, "failures": failures, "now": now, "until": until,
+                              "hard": int(hard)})
             return self.verification_lock(limits, now)
 
     def verification_failures(self, subject: str) -> int:
-        row = self._conn().execute("SELECT failures FROM verification_failures WHERE subject = ?",
-                                   (subject,)).fetchone()
-        return 0 if row is None else int(row[0])
+        value = self._scalar("SELECT failures FROM verification_failures WHERE subject = :subject",
+                             {"subject": subject})
+        return 0 if value is None else int(value)
 
     def returns_for(self, order_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn().execute("SELECT * FROM returns WHERE order_id = ?", (order_id.upper(),))]
+        return [dict(r) for r in self._all("SELECT * FROM returns WHERE order_id = :id ORDER BY return_id",
+                                           {"id": order_id.upper()})]
 
     # -- conversations ------------------------------------------------------------------------
     def append_transcript(self, session_id: str, role: str, text: str, action: str | None = None,
                           intent: str | None = None, confidence: float | None = None) -> None:
         """`text` must already be redacted: the store never sees raw personal data."""
-        with self._tx() as conn:
-            conn.execute("INSERT INTO transcripts(session_id, role, text, action, intent, confidence, created_at) "
-                         "VALUES (?,?,?,?,?,?,?)", (session_id, role, text, action, intent, confidence, time.time()))
+        self._run("INSERT INTO transcripts(session_id, role, text, action, intent, confidence, created_at) "
+                  "VALUES (:sid, :role, :text, :action, :intent, :confidence, :now)",
+                  {"sid": session_id, "role": role, "text": text, "action": action, "intent": intent,
+                   "confidence": confidence, "now": time.time()})
 
     def transcript(self, session_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn().execute(
-            "SELECT role, text, action, intent, confidence, created_at FROM transcripts WHERE session_id = ? ORDER BY id",
-            (session_id,))]
+        return [dict(r) for r in self._all(
+            "SELECT role, text, action, intent, confidence, created_at FROM transcripts WHERE session_id = :sid "
+            "ORDER BY id", {"sid": session_id})]
 
     def open_ticket(self, session_id: str, reason: str, transcript: list[dict[str, Any]]) -> str:
-        """A new open ticket; its id comes from the table's AUTOINCREMENT key, never reused."""
+        """A new open ticket; its id comes from the table's autoincrement key, never reused."""
         with self._tx() as conn:
-            cur = conn.execute("INSERT INTO tickets(session_id, reason, transcript, status, created_at) "
-                               "VALUES (?,?,?,?,?)", (session_id, reason, json.dumps(transcript), "open", time.time()))
-            ticket_id = f"T-{int(cur.lastrowid):05d}"
-            conn.execute("UPDATE tickets SET ticket_id = ? WHERE id = ?", (ticket_id, cur.lastrowid))
+            row_id = conn.execute(_sql("INSERT INTO tickets(session_id, reason, transcript, status, created_at) "
+                                       "VALUES (:sid, :reason, :transcript, 'open', :now) RETURNING id"),
+                                  {"sid": session_id, "reason": reason, "transcript": json.dumps(transcript),
+                                   "now": time.time()}).scalar_one()
+            ticket_id = f"T-{int(row_id):05d}"
+            conn.execute(_sql("UPDATE tickets SET ticket_id = :tid WHERE id = :id"), {"tid": ticket_id, "id": row_id})
         return ticket_id
 
     def tickets(self, status: str | None = None) -> list[dict[str, Any]]:
-        q, args = "SELECT * FROM tickets", ()
-        if status:
-            q, args = q + " WHERE status = ?", (status,)
+        where = " WHERE status = :status" if status else ""
         out = []
-        for r in self._conn().execute(q + " ORDER BY id", args):
+        for r in self._all(f"SELECT * FROM tickets{where} ORDER BY id", {"status": status} if status else {}):
             d = dict(r)
             d.pop("id", None)
             d["transcript"] = json.loads(d["transcript"])
@@ -383,33 +519,32 @@ class Store:
     def close_ticket(self, ticket_id: str, note: str = "") -> str | None:
         """Close a ticket and release its session from handoff; returns the session id."""
         with self._tx() as conn:
-            row = conn.execute("SELECT session_id FROM tickets WHERE ticket_id = ? AND status = 'open'",
-                               (ticket_id,)).fetchone()
-            if row is None:
+            session_id = conn.execute(_sql("UPDATE tickets SET status = 'closed', closed_at = :now, note = :note "
+                                           "WHERE ticket_id = :tid AND status = 'open' RETURNING session_id"),
+                                      {"now": time.time(), "note": note, "tid": ticket_id}).scalar()
+            if session_id is None:
                 return None
-            conn.execute("UPDATE tickets SET status = 'closed', closed_at = ?, note = ? WHERE ticket_id = ?",
-                         (time.time(), note, ticket_id))
             # The session is released here and, whatever a turn running at this moment saves, again
             # when it is next loaded: `load` checks the ticket it waits on (the tickets table decides).
-            state = self._read_state(conn, row[0])
+            state = self._read_state(conn, session_id, lock=True)
             if state is not None and state.handoff and state.ticket_id == ticket_id:
                 _release(state)
-                conn.execute("UPDATE sessions SET state = ?, updated_at = ? WHERE session_id = ?",
-                             (json.dumps(state.to_dict()), time.time(), row[0]))
-            return row[0]
+                conn.execute(_sql("UPDATE sessions SET state = :state, updated_at = :now WHERE session_id = :sid"),
+                             {"state": json.dumps(state.to_dict()), "now": time.time(), "sid": session_id})
+            return session_id
 
     def add_feedback(self, session_id: str, rating: int, comment: str = "") -> None:
-        with self._tx() as conn:
-            conn.execute("INSERT INTO feedback(session_id, rating, comment, created_at) VALUES (?,?,?,?)",
-                         (session_id, int(rating), comment, time.time()))
+        self._run("INSERT INTO feedback(session_id, rating, comment, created_at) VALUES (:sid, :rating, :comment, :now)",
+                  {"sid": session_id, "rating": int(rating), "comment": comment, "now": time.time()})
 
     # -- sessions (the SessionStore protocol) -------------------------------------------------
-    def _read_state(self, conn: sqlite3.Connection, session_id: str) -> SessionState | None:
-        row = conn.execute("SELECT state FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-        if row is None:
+    def _read_state(self, conn: Connection, session_id: str, *, lock: bool = False) -> SessionState | None:
+        raw = conn.execute(_sql("SELECT state FROM sessions WHERE session_id = :sid" + (self._for_update if lock else "")),
+                           {"sid": session_id}).scalar()
+        if raw is None:
             return None
         try:
-            state = SessionState.from_dict(json.loads(row[0]))
+            state = SessionState.from_dict(json.loads(raw))
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             log.warning("session %s had unreadable state; starting it afresh", session_id)
             return SessionState(session_id)
@@ -419,23 +554,127 @@ class Store:
         return state
 
     def load(self, session_id: str) -> SessionState:
-        conn = self._conn()
-        state = self._read_state(conn, session_id)
-        if state is None:
-            return SessionState(session_id)
-        if state.handoff and state.ticket_id:
-            row = conn.execute("SELECT status FROM tickets WHERE ticket_id = ?", (state.ticket_id,)).fetchone()
-            if row is not None and row[0] != "open":   # closed while a turn was saving: released all the same
-                _release(state)
+        with self._reading() as conn:
+            state = self._read_state(conn, session_id)
+            if state is None:
+                return SessionState(session_id)
+            if state.handoff and state.ticket_id:
+                status = conn.execute(_sql("SELECT status FROM tickets WHERE ticket_id = :tid"),
+                                      {"tid": state.ticket_id}).scalar()
+                if status is not None and status != "open":   # closed while a turn was saving: released all the same
+                    _release(state)
         return state
 
     def save(self, state: SessionState) -> None:
         state.history = state.history[-200:]
         state.updated_at = time.time()
+        self._run("INSERT INTO sessions(session_id, state, updated_at) VALUES (:sid, :state, :now) "
+                  "ON CONFLICT(session_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                  {"sid": state.session_id, "state": json.dumps(state.to_dict()), "now": state.updated_at})
+
+    # -- turn locks: one turn per conversation at a time --------------------------------------
+    @contextmanager
+    def session_lock(self, session_id: str) -> Iterator[None]:
+        """Held for a whole turn. SQLite serves one process, so a process-local lock is enough there.
+        PostgreSQL: also a session-level advisory lock on the session id, held on a pooled connection
+        of its own for the block, so a turn of the same conversation in another process waits too."""
+        with self._session_locks[session_id]:       # threads of this process queue here, holding no connection
+            if self.backend == "sqlite":
+                yield
+                return
+            with self._lock_slots, self.engine.connect() as conn:
+                conn.execution_options(isolation_level="AUTOCOMMIT")   # no transaction left open while held
+                key = {"sid": session_id}
+                try:
+                    conn.execute(_sql("SELECT pg_advisory_lock(hashtextextended(:sid, 0))"), key)
+                except BaseException:
+                    conn.invalidate()                # interrupted while waiting: end that database session
+                    raise
+                try:
+                    yield
+                finally:
+                    try:
+                        conn.execute(_sql("SELECT pg_advisory_unlock(hashtextextended(:sid, 0))"), key)
+                    except Exception:                # the connection is gone: so is its lock
+                        log.warning("could not release the turn lock of session %s; dropping its connection",
+                                    session_id, exc_info=True)
+                        conn.invalidate()
+
+    # -- tokens (webapp/security.py): server-issued, stored as digests --------------------------
+    def create_token(self, token_hash: str, kind: str, session_id: str, now: float,
+                     data: dict[str, Any] | None = None) -> None:
+        self._run("INSERT INTO tokens(token_hash, kind, session_id, data, created_at, last_used_at) "
+                  "VALUES (:hash, :kind, :sid, :data, :now, :now)",
+                  {"hash": token_hash, "kind": kind, "sid": session_id, "data": json.dumps(data or {}), "now": now})
+
+    def use_token(self, token_hash: str, kind: str, now: float, *, idle_ttl: float, max_age: float) -> dict[str, Any] | None:
+        """The live token of that kind ({session_id, data, created_at}), its idle timer refreshed; an
+        expired one is deleted. None when unknown, of another kind or expired."""
         with self._tx() as conn:
-            conn.execute("INSERT INTO sessions(session_id, state, updated_at) VALUES (?,?,?) "
-                         "ON CONFLICT(session_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                         (state.session_id, json.dumps(state.to_dict()), state.updated_at))
+            row = conn.execute(_sql("SELECT session_id, data, created_at, last_used_at FROM tokens "
+                                    "WHERE token_hash = :hash AND kind = :kind"),
+                               {"hash": token_hash, "kind": kind}).mappings().first()
+            if row is None:
+                return None
+            if now - row["last_used_at"] > idle_ttl or now - row["created_at"] > max_age:
+                conn.execute(_sql("DELETE FROM tokens WHERE token_hash = :hash"), {"hash": token_hash})
+                return None
+            if now - row["last_used_at"] > 1.0:   # refresh at most once a second: fewer writes
+                conn.execute(_sql("UPDATE tokens SET last_used_at = :now WHERE token_hash = :hash"),
+                             {"now": now, "hash": token_hash})
+            return {"session_id": row["session_id"], "data": json.loads(row["data"]), "created_at": row["created_at"]}
+
+    def update_token(self, token_hash: str, *, session_id: str | None = None,
+                     data: dict[str, Any] | None = None) -> bool:
+        sets, params = [], {"hash": token_hash}
+        if session_id is not None:
+            sets.append("session_id = :sid")
+            params["sid"] = session_id
+        if data is not None:
+            sets.append("data = :data")
+            params["data"] = json.dumps(data)
+        if not sets:
+            return False
+        return self._run(f"UPDATE tokens SET {', '.join(sets)} WHERE token_hash = :hash", params) == 1
+
+    def delete_token(self, token_hash: str) -> None:
+        self._run("DELETE FROM tokens WHERE token_hash = :hash", {"hash": token_hash})
+
+    def purge_tokens(self, now: float, *, idle_ttl: float, max_age: float) -> int:
+        return self._run("DELETE FROM tokens WHERE last_used_at < :idle OR created_at < :old",
+                         {"idle": now - idle_ttl, "old": now - max_age})
+
+    # -- rate limits: fixed one-minute windows, counted in the database --------------------------
+    def rate_hit(self, key: str, limit: int, now: float, window_s: int = 60) -> bool:
+        """Count one request for `key`; False when it is over `limit` in the current window."""
+        window = int(now // window_s) * window_s
+        with self._tx() as conn:
+            hits = conn.execute(_sql("INSERT INTO rate_counters(key, window_start, hits) VALUES (:key, :window, 1) "
+                                     "ON CONFLICT(key, window_start) DO UPDATE SET hits = rate_counters.hits + 1 "
+                                     "RETURNING hits"), {"key": key, "window": window}).scalar_one()
+            if hits == 1 and window % (10 * window_s) == 0:   # now and then: forget old windows
+                conn.execute(_sql("DELETE FROM rate_counters WHERE window_start < :before"),
+                             {"before": window - window_s})
+        return hits <= limit
+
+    # -- API keys (webapp/apikeys.py) -------------------------------------------------------------
+    def add_api_key(self, key_id: str, name: str, secret_hash: str, origins: list[str],
+                    rate_per_minute: int | None, now: float) -> None:
+        self._run("INSERT INTO api_keys(key_id, name, secret_hash, origins, rate_per_minute, created_at) "
+                  "VALUES (:key_id, :name, :secret_hash, :origins, :rate, :now)",
+                  {"key_id": key_id, "name": name, "secret_hash": secret_hash, "origins": json.dumps(origins),
+                   "rate": rate_per_minute, "now": now})
+
+    def api_key(self, key_id: str) -> dict[str, Any] | None:
+        row = self._first("SELECT * FROM api_keys WHERE key_id = :key_id", {"key_id": key_id})
+        return None if row is None else _key_row(row)
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        return [_key_row(r) for r in self._all("SELECT * FROM api_keys ORDER BY created_at, key_id")]
+
+    def revoke_api_key(self, key_id: str, now: float) -> bool:
+        return self._run("UPDATE api_keys SET revoked_at = :now WHERE key_id = :key_id AND revoked_at IS NULL",
+                         {"now": now, "key_id": key_id}) == 1
 
     # -- retention (service/retention.py) -----------------------------------------------------
     def purge(self, *, transcripts_before: float | None = None, closed_tickets_before: float | None = None,
@@ -444,25 +683,54 @@ class Store:
         epoch times (None: keep that kind); open tickets, and the sessions waiting on them, stay.
         Returns how many rows of each kind were (or, with `dry_run`, would be) deleted."""
         checks = {
-            "transcripts": ("transcripts", "created_at < ?", transcripts_before),
-            "tickets": ("tickets", "status != 'open' AND COALESCE(closed_at, created_at) < ?", closed_tickets_before),
-            "sessions": ("sessions", "updated_at < ? AND session_id NOT IN "
+            "transcripts": ("transcripts", "created_at < :before", transcripts_before),
+            "tickets": ("tickets", "status != 'open' AND COALESCE(closed_at, created_at) < :before",
+                        closed_tickets_before),
+            "sessions": ("sessions", "updated_at < :before AND session_id NOT IN "
                                      "(SELECT session_id FROM tickets WHERE status = 'open')", sessions_before),
         }
         counts = {}
-        if not dry_run:
-            self._conn().execute("PRAGMA secure_delete = ON")   # deleted text is overwritten in the file
+        outermost = getattr(self._local, "conn", None) is None
         with self._tx() as conn:
+            if not dry_run and self.backend == "sqlite":
+                conn.exec_driver_sql("PRAGMA secure_delete = ON")   # deleted text is overwritten in the file
             for kind, (table, where, before) in checks.items():
                 if before is None:
                     counts[kind] = 0
                     continue
                 verb = "SELECT COUNT(*) FROM" if dry_run else "DELETE FROM"
-                cur = conn.execute(f"{verb} {table} WHERE {where}", (float(before),))
-                counts[kind] = cur.fetchone()[0] if dry_run else cur.rowcount
-        if not dry_run and any(counts.values()) and not self._conn().in_transaction:
-            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")   # no deleted rows left in the WAL
+                cur = conn.execute(_sql(f"{verb} {table} WHERE {where}"), {"before": float(before)})
+                counts[kind] = int(cur.scalar()) if dry_run else cur.rowcount
+        if not dry_run and any(counts.values()) and outermost and self.backend == "sqlite":
+            with self.engine.connect() as conn:
+                conn.execution_options(sqlite_begin=None)          # outside any transaction
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")   # no deleted rows left in the WAL
         return counts
+
+
+def _sqlite_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    dbapi_conn.isolation_level = None          # the driver begins nothing itself: `_sqlite_begin` does
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for the store's writes (the write lock up front: no upgrade deadlock between
+    two writers that both read first), a plain BEGIN for reads (WAL: readers never wait)."""
+    statement = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+    if statement:
+        conn.exec_driver_sql(statement)
+
+
+def _key_row(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    d["origins"] = json.loads(d["origins"])
+    return d
 
 
 def _release(state: SessionState) -> None:

@@ -3,6 +3,7 @@ the demo pack dominate the suite's run time, so they happen once."""
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,82 @@ def operator_app_server(app_server):
     with running_app(app_server["config"], log_path, "--no-build", env={"ATTENDANT_OPERATOR_PASSWORD": OPERATOR_TEST_PASSWORD},
                      timeout=600) as url:
         yield {"url": url, "log": log_path, "config": app_server["config"], "password": OPERATOR_TEST_PASSWORD}
+
+
+# ---------------------------------------------------------------------- the store's two backends
+# One real PostgreSQL for the session (pgserver: a private server on a Unix socket, ~1 s to start),
+# a fresh empty database on it for every test that asks, and `store_url`/`make_store`, parametrised
+# over both backends, for the tests of the store and of what runs on it.
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """A PostgreSQL server for the session; its URI (postgresql://postgres:@/postgres?host=SOCKET_DIR).
+    Its data lives in a folder of its own, not under pytest's basetemp: another pytest session on this
+    machine prunes old basetemps, which would pull the data from under a running server."""
+    import tempfile
+    import warnings
+
+    folder = Path(tempfile.mkdtemp(prefix="attendant-pg-"))
+    with warnings.catch_warnings():      # platformdirs: no XDG_RUNTIME_DIR in a bare test environment
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(folder / "data", cleanup_mode="stop")
+        uri = server.get_uri()
+    yield uri
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _pg_admin(pg_server):
+    import sqlalchemy as sa
+
+    from service.store import store_url
+
+    engine = sa.create_engine(store_url(pg_server), isolation_level="AUTOCOMMIT",
+                              poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:       # a throwaway server: durability off, every commit and CREATE DATABASE faster
+        for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+            conn.exec_driver_sql(f"ALTER SYSTEM SET {setting}")
+        conn.exec_driver_sql("SELECT pg_reload_conf()")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_server, _pg_admin) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL (dropped after the test)."""
+    from sqlalchemy.engine import make_url
+
+    name = f"t_{uuid.uuid4().hex}"
+    with _pg_admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    with _pg_admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """Where a test's store lives: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def make_store(store_url):
+    """A factory of `Store`s on this test's backend and database (each call: another "process" on
+    the same data); their connections are closed after the test."""
+    from service.store import Store
+
+    stores = []
+
+    def make(**kwargs):
+        stores.append(Store(store_url, **kwargs))
+        return stores[-1]
+
+    yield make
+    for s in stores:
+        s.close()

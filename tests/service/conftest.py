@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from service.flows import FlowRunner
-from service.store import Store
 from tests.helpers import DEMO_ORDERS, FLOW_POLICY, Clock
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "flows.sqlite")
+def store(make_store):
+    """A seeded store, on each backend (SQLite, PostgreSQL)."""
+    s = make_store()
     s.seed_orders(DEMO_ORDERS)
     return s
 

@@ -6,7 +6,8 @@ acknowledged transcript line and ticket is still there.
 The worker runs turns the way `Assistant.respond` does (load the session, run the flow, open a
 ticket on a handoff, save the session, append the transcript, then answer) over the real
 `FlowRunner` and `Store`, without a model: the NLU's verdict is given with each message. It
-kills itself with SIGKILL just before the Nth SQL statement it would run.
+kills itself with SIGKILL just before the Nth SQL statement it would run. SQLite only: a killed
+process is the embedded store's case (PostgreSQL's own crash safety is PostgreSQL's).
 """
 import json
 import os
@@ -26,6 +27,7 @@ WORKER = textwrap.dedent('''
     Nth SQL statement; then this process, a different one, opens the store afresh and runs the retry."""
     import datetime as dt, json, os, shutil, signal, sys
     import numpy as np
+    from sqlalchemy import event
     from core.config import FlowsConfig
     from service.flows import FlowRunner
     from service.nlu import NLUResult
@@ -35,22 +37,21 @@ WORKER = textwrap.dedent('''
     job = json.loads(sys.argv[1])
     seen = []
 
-    class Traced:
-        def __init__(self, conn, kill_at):
-            self._conn, self._kill_at = conn, kill_at
-        def execute(self, sql, *args):
-            seen.append(" ".join(sql.split())[:50])
-            if len(seen) == self._kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return self._conn.execute(sql, *args)
-        def __getattr__(self, name):
-            return getattr(self._conn, name)
-
     class CrashingStore(Store):
+        """Every statement the store sends, and every COMMIT/ROLLBACK (the driver's, not SQL), is
+        traced through the engine's events; the Nth kills the process just before it runs."""
         kill_at = None
-        def _conn(self):
-            conn = super()._conn()
-            return conn if self.kill_at is None else Traced(conn, self.kill_at)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            event.listen(self.engine, "before_cursor_execute", lambda c, cur, sql, *rest: self._trace(sql))
+            event.listen(self.engine, "commit", lambda c: self._trace("COMMIT"))
+            event.listen(self.engine, "rollback", lambda c: self._trace("ROLLBACK"))
+        def _trace(self, sql):
+            if self.kill_at is None:
+                return
+            seen.append(" ".join(sql.split())[:50])
+            if len(seen) == self.kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def emit(**record):
         sys.stdout.write(json.dumps(record) + "\\n")

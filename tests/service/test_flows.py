@@ -164,7 +164,7 @@ def test_a_bad_saved_session_does_not_block_the_customer(assistant):
     store = assistant.flows.store
     bad = {"session_id": "s", "history": "garbage", "flow": {"name": "teleport", "slots": {}, "attempts": {},
                                                              "stage": "slots"}}
-    store._conn().execute("INSERT INTO sessions VALUES ('s', ?, 0)", (json.dumps(bad),))
+    store._run("INSERT INTO sessions VALUES ('s', :state, 0)", {"state": json.dumps(bad)})
     r = assistant.respond("s", "How long does standard delivery take?")
     assert r.action == "answer_faq"
     assert assistant.respond("s", "where is my order?").action == "order_status"

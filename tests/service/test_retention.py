@@ -1,7 +1,6 @@
 """Retention: the purge deletes old transcripts, closed tickets and idle sessions, and nothing else."""
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,14 +16,22 @@ from tests.helpers import write_demo_config
 
 
 @pytest.fixture
-def config(tmp_path):
-    return load_config(write_demo_config(tmp_path))
+def config(tmp_path, store_url):
+    """The demo config, its store on each backend (no url: the SQLite file in its artifacts folder)."""
+    config = load_config(write_demo_config(tmp_path))
+    if "://" in store_url:
+        config.store.url = store_url
+    return config
+
+
+def _cli(config) -> list[str]:
+    """The command-line arguments naming this config (and its store, when that is a URL)."""
+    return ["--config", str(config.path)] + (["--set", f"store.url={config.store.url}"] if config.store.url else [])
 
 
 def _age(store, table: str, column: str, where: str, days: float) -> None:
     """Backdate rows (the test's stand-in for time passing)."""
-    with sqlite3.connect(store.path) as conn:
-        conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (time.time() - days * DAY,))
+    store._run(f"UPDATE {table} SET {column} = :t WHERE {where}", {"t": time.time() - days * DAY})
 
 
 def _populate(store) -> dict[str, str]:
@@ -48,8 +55,7 @@ def _populate(store) -> dict[str, str]:
 
 
 def _session_ids(store) -> set[str]:
-    with sqlite3.connect(store.path) as conn:
-        return {r[0] for r in conn.execute("SELECT session_id FROM sessions")}
+    return {r["session_id"] for r in store._all("SELECT session_id FROM sessions")}
 
 
 def test_purge_deletes_only_what_is_older_than_the_limits(config):
@@ -104,21 +110,21 @@ def test_the_command_prints_counts_and_honours_dry_run(config, capsys):
     store = open_store(config)
     _populate(store)
     store.close()
-    assert main(["--config", str(config.path), "--dry-run"]) == 0
+    assert main(_cli(config) + ["--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would delete 2 transcript lines" in out and "1 closed tickets" in out and "1 sessions" in out
-    assert main(["--config", str(config.path), "--transcripts-days", "1000"]) == 0
+    assert main(_cli(config) + ["--transcripts-days", "1000"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("deleted 0 transcript lines (older than 1000 days), 1 closed tickets")
-    assert main(["--config", str(config.path)]) == 0
+    assert main(_cli(config)) == 0
     assert capsys.readouterr().out.startswith("deleted 2 transcript lines")
 
 
 def test_python_dash_m_service_retention(config):
-    run = subprocess.run([sys.executable, "-m", "service.retention", "--config", str(config.path), "--dry-run"],
+    run = subprocess.run([sys.executable, "-m", "service.retention", *_cli(config), "--dry-run"],
                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("would delete 0 transcript lines")
-    bad = subprocess.run([sys.executable, "-m", "service.retention", "--config", str(config.path),
+    bad = subprocess.run([sys.executable, "-m", "service.retention", *_cli(config),
                           "--sessions-days", "-3"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "retention.sessions_days" in bad.stderr

@@ -8,7 +8,6 @@ import threading
 import pytest
 
 from service.sessions import SessionLocks, SessionState
-from service.store import Store
 
 
 @pytest.mark.parametrize("field,bad", [
@@ -24,12 +23,12 @@ from service.store import Store
     ("handoff", "yes"),
     ("pending_clarify", [1, 2]),
 ])
-def test_a_malformed_field_is_reset_with_a_log_line(tmp_path, caplog, field, bad):
-    s = Store(tmp_path / "s.sqlite")
+def test_a_malformed_field_is_reset_with_a_log_line(make_store, caplog, field, bad):
+    s = make_store()
     good = SessionState("x", history=[{"role": "user", "text": "hi"}], ticket_id="T-00009")
     data = good.to_dict()
     data[field] = bad
-    s._conn().execute("INSERT INTO sessions VALUES ('x', ?, 0)", (json.dumps(data),))
+    s._run("INSERT INTO sessions VALUES ('x', :state, 0)", {"state": json.dumps(data)})
     with caplog.at_level(logging.WARNING):
         state = s.load("x")
     assert getattr(state, field) == getattr(SessionState("x"), field)
@@ -39,21 +38,21 @@ def test_a_malformed_field_is_reset_with_a_log_line(tmp_path, caplog, field, bad
 
 
 @pytest.mark.parametrize("raw", ["{not json", "[]", '{"history": []}', '{"session_id": "other"}', "null"])
-def test_an_unreadable_state_starts_afresh(tmp_path, caplog, raw):
-    s = Store(tmp_path / "s.sqlite")
-    s._conn().execute("INSERT INTO sessions VALUES ('x', ?, 0)", (raw,))
+def test_an_unreadable_state_starts_afresh(make_store, caplog, raw):
+    s = make_store()
+    s._run("INSERT INTO sessions VALUES ('x', :state, 0)", {"state": raw})
     with caplog.at_level(logging.WARNING):
         state = s.load("x")
     assert state.session_id == "x" and state.flow is None and "session x" in caplog.text
 
 
-def test_an_unknown_flow_is_dropped_by_the_runner(tmp_path, caplog):
+def test_an_unknown_flow_is_dropped_by_the_runner(make_store, caplog):
     import numpy as np
 
     from service.flows import FlowRunner
     from service.nlu import NLUResult
 
-    s = Store(tmp_path / "s.sqlite")
+    s = make_store()
     state = SessionState("x", flow={"name": "teleport_order", "slots": {}, "attempts": {}, "stage": "slots"},
                          suspended_flows=[{"name": "gone", "slots": {}, "attempts": {}, "stage": "slots"}])
     s.save(state)

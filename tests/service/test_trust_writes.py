@@ -2,15 +2,15 @@
 per confirmation and per order, expires with its question, and leaves no raw personal data in
 the saved session. Each test replays an attack that succeeded on the old code.
 
-These drive `FlowRunner` directly over a seeded SQLite store (no model needed), the way the
+These drive `FlowRunner` directly over a seeded store, SQLite and PostgreSQL (no model needed), the way the
 engine does: load the session, handle the message, save it.
 """
 import copy
 import json
-import sqlite3
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from service.store import WriteConflict
 from tests.helpers import FLOW_POLICY as POLICY
@@ -125,7 +125,7 @@ def test_after_a_lost_save_another_message_is_handled_normally(runner, store):
 
 def test_a_confirmation_key_is_unique_in_the_database(store):
     store.record_confirmation("k1", "s", "cancel_order", "HC-104251", "done")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(sa.exc.IntegrityError):
         store.record_confirmation("k1", "s", "cancel_order", "HC-104251", "done again")
     assert store.confirmation_result("k1") == "done"
 
@@ -136,9 +136,9 @@ def test_at_most_one_open_return_per_order_is_a_database_constraint(store):
         store.create_return("HC-104240", "unopened", 0.0, 10.0)
     with pytest.raises(WriteConflict):       # even when the order's status would allow it
         store.create_return("HC-104240", "unopened", 0.0, 10.0, expect_status=("return_requested",))
-    with pytest.raises(sqlite3.IntegrityError):
-        store._conn().execute("INSERT INTO returns(order_id, condition, restocking_fee, refund_amount, status, "
-                              "created_at) VALUES ('HC-104240', 'x', 0, 0, 'requested', 0)")
+    with pytest.raises(sa.exc.IntegrityError):
+        store._run("INSERT INTO returns(order_id, condition, restocking_fee, refund_amount, status, "
+                   "created_at) VALUES ('HC-104240', 'x', 0, 0, 'requested', 0)")
     assert len(open_returns(store, "HC-104240")) == 1
 
 
@@ -192,7 +192,7 @@ def test_a_verified_order_is_not_asked_again_within_the_time(runner, clock):
 
 # -- no raw personal data in the saved session ---------------------------------------------------
 def _saved(store, sid):
-    return store._conn().execute("SELECT state FROM sessions WHERE session_id = ?", (sid,)).fetchone()[0]
+    return store._scalar("SELECT state FROM sessions WHERE session_id = :sid", {"sid": sid})
 
 
 def test_saved_session_holds_no_email_and_no_address_after_the_write(runner, store):
@@ -206,8 +206,8 @@ def test_saved_session_holds_no_email_and_no_address_after_the_write(runner, sto
     text, _, _ = turn(runner, "s", "yes")
     assert "Springfield" in text                                   # the customer sees it; the engine redacts it
     assert "Elm Street" not in _saved(store, "s") and "amara" not in _saved(store, "s")
-    stored = store._conn().execute("SELECT result FROM confirmations").fetchall()
-    assert stored and all("Elm Street" not in r[0] for r in stored)
+    stored = store._all("SELECT result FROM confirmations")
+    assert stored and all("Elm Street" not in r["result"] for r in stored)
     assert store.get_order("HC-104261").shipping_address.startswith("42 Elm Street")
 
 

@@ -8,7 +8,6 @@ import json
 
 from service.flows import FlowRunner
 from service.flows.base import LOCKED
-from service.store import Store
 from tests.helpers import DEMO_ORDERS as ORDERS
 from tests.helpers import FLOW_POLICY as POLICY
 from tests.helpers import nlu
@@ -106,18 +105,17 @@ def test_back_off_between_failures(runner, store, clock):
     assert "delivered" in text
 
 
-def test_counters_live_in_the_database(tmp_path, clock):
-    path = tmp_path / "shared.sqlite"
-    first = Store(path)
+def test_counters_live_in_the_database(make_store, clock):
+    first = make_store()
     first.seed_orders(ORDERS)
     a = FlowRunner(first, POLICY, clock=clock)
     for i in range(2):
         clock.now += 60
         turn(a, f"p1-{i}", "where is HC-104233 z%d@example.com" % i, "order_status", 0.9)
-    b = FlowRunner(Store(path), POLICY, clock=clock)            # another process on the same file
+    b = FlowRunner(make_store(), POLICY, clock=clock)           # another process on the same database
     assert b.store.verification_failures("order:HC-104233") == 2
     tight = dataclasses.replace(POLICY, max_failures_per_order=3)
-    c = FlowRunner(Store(path), tight, clock=clock)
+    c = FlowRunner(make_store(), tight, clock=clock)
     clock.now += 60
     assert turn(c, "p3", "where is HC-104233 q@example.com", "order_status", 0.9)[1]   # third one locks
 
