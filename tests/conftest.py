@@ -11,7 +11,7 @@ import pytest
 import core  # noqa: F401  (sets the OpenMP wait policy before torch and faiss load)
 from core.config import DEFAULT_ENCODER, load_config
 from core.jsonl import read_jsonl
-from tests.helpers import running_app, write_demo_config
+from tests.helpers import write_demo_config
 
 
 @pytest.fixture(scope="session")
@@ -104,36 +104,11 @@ def assistant(make_assistant):
     return make_assistant()
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory):
-    """`python app.py` for real, on a free port, from a config whose artifacts do not exist yet:
-    the first run builds them, then serves. Yields the base URL."""
-    folder = tmp_path_factory.mktemp("app")
-    # The first run builds only the indexes here: training and distillation on the demo pack take
-    # minutes, and tests/training/test_pipeline.py runs those steps end to end on a tiny configuration.
-    config = write_demo_config(folder, **{"steps: [train, distill, compress, index, evaluate]": "steps: [index]"})
-    log_path = folder / "app.log"
-    with running_app(config, log_path) as url:
-        yield {"url": url, "log": log_path, "config": config}
-
-
-OPERATOR_TEST_PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="session")
-def operator_app_server(app_server):
-    """A second `python app.py` on the first one's (already built) config, with the operator console
-    on (ATTENDANT_OPERATOR_PASSWORD set). Yields the base URL and the password."""
-    log_path = app_server["log"].with_name("operator_app.log")
-    with running_app(app_server["config"], log_path, "--no-build", env={"ATTENDANT_OPERATOR_PASSWORD": OPERATOR_TEST_PASSWORD},
-                     timeout=600) as url:
-        yield {"url": url, "log": log_path, "config": app_server["config"], "password": OPERATOR_TEST_PASSWORD}
-
-
 # ---------------------------------------------------------------------- the store's two backends
 # One real PostgreSQL for the session (pgserver: a private server on a Unix socket, ~1 s to start),
 # a fresh empty database on it for every test that asks, and `store_url`/`make_store`, parametrised
-# over both backends, for the tests of the store and of what runs on it.
+# over both backends, for the tests of the store and of what runs on it. (The running app's
+# fixtures are in tests/webapp/conftest.py.)
 
 @pytest.fixture(scope="session")
 def pg_server() -> str:
