@@ -8,7 +8,7 @@
 - `evaluation.report`: report.json / report.md, comparisons, `latest_report_dir`, `load_report`;
   `evaluation.plots`: the PNGs.
 
-Names are re-exported lazily, so `import evaluation.report` (the app's Model tab) does not load
+Names are re-exported lazily, so `import evaluation.report` (the operator console's Model tab) does not load
 sklearn or the assistant.
 """
 from __future__ import annotations

@@ -42,7 +42,7 @@ Metric definitions (all in [0, 1]; None when there is nothing to count):
 Error analysis (`details["error_analysis"]`): every failed turn gets one cause (`CAUSES`, first
 matching rule of `classify_turn`), every failed state check the cause `state_check_failed`; the
 causes are counted, each with up to 3 examples. The examples of turns name the turn
-(`dialog_id`, `turn`) in `failed_turns`, which holds the message: the public Model tab leaves that
+(`dialog_id`, `turn`) in `failed_turns`, which holds the message: the console's Model tab leaves that
 list out, and with it every customer message.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ report.md     the same as tables, with the plots inline
 compare.md / compare.json / compare.png   with --compare: this run against another, with deltas
 ```
 `reports_dir/latest` points at the newest report (a symlink replaced atomically), which is what the
-app's Model tab shows.
+operator console's Model tab shows.
 """
 from __future__ import annotations
 
@@ -285,7 +285,7 @@ def _got(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
 
 def _error_analysis(analysis: dict[str, Any], failed: list[dict[str, Any]] | None) -> list[str]:
     """The causes table, then up to 3 examples of each. Examples are shown only next to the failed-turn
-    list that holds their messages: a report without it (the public Model tab's) shows the counts only."""
+    list that holds their messages: a report without it (the console's Model tab's) shows the counts only."""
     causes = analysis.get("causes") or []
     title = (f"### Error analysis ({analysis.get('failed_turns', 0)} failed turns, "
              f"{analysis.get('customer_visible_failed_turns', 0)} customer-visible; "

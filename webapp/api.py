@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from webapp.apikeys import check_key, live_key, origin_allowed
 from webapp.security import TokenEntry, WebGuard, header, refuse
@@ -182,6 +183,20 @@ def api_router(assistant: Any, guard: WebGuard, store: Any) -> APIRouter:
     def health():
         return HealthOut(status="ok", store=getattr(store, "backend", "sqlite"))
 
+    # Last: anything else under /api/v1 would fall through to the customer page's Gradio app (mounted
+    # at "/") and get its `{"detail": ...}` 404; here it gets the API's JSON error, and a known path
+    # called with another method 405 with `Allow`.
+    endpoints = list(router.routes)
+
+    @router.api_route("/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"],
+                      include_in_schema=False)
+    def unknown(request: Request):
+        allowed = sorted({m for r in endpoints if r.matches(request.scope)[0] == Match.PARTIAL for m in r.methods})
+        if allowed:
+            raise ApiError(405, "method_not_allowed", "This endpoint does not take this method.",
+                           {"Allow": ", ".join(allowed)})
+        raise ApiError(404, "not_found", "No such API endpoint; see /api/v1/openapi.json.")
+
     return router
 
 
@@ -202,6 +217,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         if not request.url.path.startswith(API_PREFIX):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        if exc.status_code == 400:   # FastAPI: a body it could not decode; like malformed JSON, a 422
+            return error_response(422, "invalid_request", f"body: {exc.detail}")
         return error_response(exc.status_code, "http_" + str(exc.status_code), str(exc.detail), exc.headers)
 
 
@@ -245,7 +262,8 @@ class ApiCors:
         async def with_cors(message):
             if ok and message["type"] == "http.response.start":
                 message = {**message, "headers": list(message.get("headers", [])) + [
-                    (b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]}
+                    (b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin"),
+                    (b"access-control-expose-headers", b"retry-after")]}  # a web page may read a 429's wait
             await send(message)
 
         return await self.app(scope, receive, with_cors)

@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from core.config import Config
 from service.engine import Assistant
@@ -62,6 +62,10 @@ def create_server(assistant: Assistant, config: Config, *, store: Any | None = N
         return FileResponse(STATIC / "widget.js", media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=300"})
 
+    @app.get("/operator", include_in_schema=False)
+    def operator_without_slash():
+        return RedirectResponse("/operator/", status_code=307)
+
     title = f"{config.store_name} support"
     operator = build_operator_console(console, guard, config, title=f"{title}: operator console")
     customer = build_customer_page(assistant, guard, title=title)
@@ -70,8 +74,10 @@ def create_server(assistant: Assistant, config: Config, *, store: Any | None = N
     # Mounted last and in this order: "/" would otherwise catch /operator and /api/v1.
     gr.mount_gradio_app(app, operator, path="/operator", footer_links=[], max_file_size=guard.max_body_bytes)
     gr.mount_gradio_app(app, customer, path="", css=CSS, footer_links=[], max_file_size=guard.max_body_bytes)
-    # Outermost first: the guard sees every request before anything parses it.
-    app.add_middleware(ApiCors, store=store)
+    # The last added runs first: CORS headers go on every API answer, the guard's refusals included
+    # (a browser shows a 429 without them as a network error); the guard still runs before anything
+    # parses a body (ApiCors reads headers only).
     app.add_middleware(GuardMiddleware, guard=guard)
+    app.add_middleware(ApiCors, store=store)
     app.state.guard, app.state.assistant, app.state.store = guard, assistant, store
     return app

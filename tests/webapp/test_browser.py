@@ -1,5 +1,8 @@
-"""One end-to-end test in a real headless Chromium: type a question in the page, see the answer."""
+"""End to end in a real headless Chromium: the customer page at `/` is the chat and nothing else (type a
+question, see the answer, its source and product cards); the operator console at `/operator` is a
+separate page that starts at its login."""
 import os
+import re
 import shutil
 
 import pytest
@@ -12,16 +15,28 @@ if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it",
                 allow_module_level=True)
 
+pytestmark = pytest.mark.slow
+
+# What only the operator console may show: none of it on the customer's page.
+OPERATOR_WORDS = re.compile(r"operator|password|log ?in|tickets|\bModel\b|evaluation report", re.IGNORECASE)
+
 
 @pytest.fixture(scope="module")
-def page(app_server, tmp_path_factory):
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(app_server["url"], wait_until="domcontentloaded")
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_server["url"], wait_until="domcontentloaded")
+    page.locator("#message textarea").wait_for(timeout=60_000)
+    yield page
+    page.close()
 
 
 def send(page, text):
@@ -31,10 +46,36 @@ def send(page, text):
     box.press("Enter")
 
 
+def test_customer_page_is_the_chat_without_operator_or_model_controls(page):
+    assert page.locator("#chat").count() == 1 and page.locator("#send").count() == 1
+    text = page.locator("body").inner_text()
+    assert not OPERATOR_WORDS.search(text), OPERATOR_WORDS.search(text)
+    assert page.locator("input[type=password]").count() == 0
+    assert page.get_by_role("tab").count() == 0                                # no Tickets or Model tab
+    assert page.get_by_role("button", name=re.compile("log in|log out|refresh", re.I)).count() == 0
+
+
+def test_operator_console_is_its_own_page_and_starts_at_the_login(operator_app_server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(operator_app_server["url"] + "/operator/", wait_until="domcontentloaded")
+        page.locator("input[type=password]").wait_for(timeout=60_000)
+        assert page.get_by_role("button", name="Log in").count() == 1
+        assert page.get_by_role("tab", name="Tickets").count() == 1
+        assert page.get_by_role("tab", name="Model").count() == 1
+        assert page.locator("#message textarea").count() == 0                  # no customer chat here
+        assert page.get_by_role("button", name="Refresh").is_hidden()          # tickets only after login
+    finally:
+        page.close()
+
+
 def test_question_typed_in_the_page_is_answered(page, tmp_path):
     send(page, "How long does standard delivery take?")
     page.locator("#chat").get_by_text("business days").first.wait_for(timeout=90_000)
-    page.locator("#sources").get_by_text("faq_ship_02").wait_for(timeout=30_000)
+    sources = page.locator("#sources")
+    sources.get_by_text("How long does standard delivery take?").wait_for(timeout=30_000)
+    shown = sources.inner_text()
+    assert "faq_" not in shown and not re.search(r"\d\.\d{2}", shown)          # no FAQ ids, no scores
     page.screenshot(path=str(tmp_path / "answer.png"))
 
 
