@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from anyio.to_thread import run_sync
+
 from core.config import ServerConfig
 
 COOKIE_NAME = "attendant_chat"
@@ -150,7 +152,8 @@ class GuardMiddleware:
         length = header(headers, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > g.max_body_bytes):
             return await refuse(send, 413, "too_large", "Request too large.", api)
-        if method not in ("GET", "HEAD", "OPTIONS") and not g.limiter.allow(client):
+        # Store calls run on worker threads: the event loop must never wait on a database lock.
+        if method not in ("GET", "HEAD", "OPTIONS") and not await run_sync(g.limiter.allow, client):
             return await refuse(send, 429, "rate_limited", "Too many requests; slow down.", api,
                                 [(b"retry-after", b"60")])
 
@@ -175,17 +178,17 @@ class GuardMiddleware:
             session_hash = self._session_hash(scope, path, body)
             page = method == "GET" and g.is_page(path)
             # The store is asked about the cookie only where it matters: a Gradio session, or a page.
-            known_browser = (session_hash is not None or page) and g.browsers.entry(browser) is not None
+            known_browser = (session_hash is not None or page) and await run_sync(g.browsers.entry, browser) is not None
             if session_hash is not None:
                 owner = f"browser:{browser}" if known_browser else f"addr:{client}"
                 if not g.bind_session_hash(session_hash, owner):
                     return await refuse(send, 403, "forbidden",
                                         "This page session belongs to another browser; reload the page.", api)
             if page and not known_browser:
-                if not g.limiter.allow(client):
+                if not await run_sync(g.limiter.allow, client):
                     return await refuse(send, 429, "rate_limited", "Too many requests; slow down.", api,
                                         [(b"retry-after", b"60")])
-                new_cookie = g.browsers.issue()
+                new_cookie = await run_sync(g.browsers.issue)
 
         sent = False
 
