@@ -232,6 +232,8 @@ def _phones(text: str) -> str:
     """International and national phone numbers. `phonenumbers` finds them (any +country, and
     national numbers valid for the US); a regex catches other 9-15 digit numbers it leaves."""
     out, last = [], 0
+    if sum(ch.isdigit() for ch in text) < 5:
+        return text   # no phone number has fewer digits (the shortest, +683 and 4 digits, has 7); the matcher is slow
     try:
         matches = list(phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.POSSIBLE,
                                                        max_tries=2000))

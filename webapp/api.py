@@ -135,15 +135,17 @@ def api_router(assistant: Any, guard: WebGuard, store: Any) -> APIRouter:
     def conversation(request: Request,
                      conversation_id: str = Path(..., pattern=CONVERSATION_ID, max_length=40),
                      x_conversation_token: str | None = Header(None, max_length=100)) -> TokenEntry:
-        entry = guard.api.entry(x_conversation_token)
-        if entry is None:
-            raise ApiError(401, "bad_token", "Unknown or expired conversation token; start a new conversation.")
-        if not secrets.compare_digest(entry.session_id, conversation_id):
-            raise ApiError(404, "not_found", "No such conversation for this token.")
-        record = live_key(store, str(entry.data.get("key", "")))
-        if record is None:
-            raise ApiError(401, "key_revoked", "The API key this conversation was started with is no longer valid.")
-        use_key(record, request.headers.get("origin"))
+        # The token, its key and the key's counter in one transaction: one commit, not three.
+        with store.transaction():
+            entry = guard.api.entry(x_conversation_token)
+            if entry is None:
+                raise ApiError(401, "bad_token", "Unknown or expired conversation token; start a new conversation.")
+            if not secrets.compare_digest(entry.session_id, conversation_id):
+                raise ApiError(404, "not_found", "No such conversation for this token.")
+            record = live_key(store, str(entry.data.get("key", "")))
+            if record is None:
+                raise ApiError(401, "key_revoked", "The API key this conversation was started with is no longer valid.")
+            use_key(record, request.headers.get("origin"))
         return entry
 
     @router.post("/conversations", status_code=201, response_model=ConversationOut,
