@@ -122,6 +122,10 @@ class Assistant:
                              handoff=True, **base)
             return self._handoff(state, d.reason, nlu, text)
         if self.flows is not None and (d.flow is not None or d.action == "flow"):
+            if d.flow is not None and d.intent and d.intent != nlu.intent:
+                # The policy chose the flow from more than the top intent ("send it back? HC-104240"):
+                # the runner starts the flow of the decided intent.
+                nlu = NLUResult(d.intent, nlu.confidence, nlu.ranking, nlu.embedding)
             result = self.flows.handle(state, text, nlu)
             if result.handoff_reason:
                 reply = self._handoff(state, result.handoff_reason, nlu, text)

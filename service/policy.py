@@ -21,7 +21,7 @@ from service.domain import (
     faq_category,
 )
 from service.nlu import NLUResult
-from service.phrases import RESUME
+from service.phrases import FLOW_CUES, RESUME, SHOPPING_ASK
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -80,6 +80,26 @@ def _best_flow_intent(nlu: NLUResult, flow_actions: dict[str, str], floor: float
     return None
 
 
+def _cued_flow_intent(text: str, nlu: NLUResult, flow_actions: dict[str, str]) -> str | None:
+    """The flow an order-naming message asks for by its words ("send this back", "cancel", "my refund"),
+    among the flows the domain declares; several cues: the one the NLU ranks highest, else the first."""
+    cued = [intent for intent, cue in FLOW_CUES.items() if intent in flow_actions and cue.search(text)]
+    if len(cued) > 1:
+        ranked = [name for name, _ in nlu.ranking if name in cued]
+        return ranked[0] if ranked else cued[0]
+    return cued[0] if cued else None
+
+
+def _close_candidates(faq_hits: list, th: "Thresholds") -> list[str]:
+    """FAQ ids worth offering in a "Did you mean": the top one and those genuinely close to it (within
+    `clarify_margin`), all within the near-FAQ band. A single one is not a question worth asking."""
+    if not faq_hits:
+        return []
+    top = faq_hits[0]
+    return [h.id for h in faq_hits[:3]
+            if h.score >= th.faq - th.near_faq and top.score - h.score < th.clarify_margin]
+
+
 def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: Thresholds,
            flows_available: bool = False, signals: Signals | None = None, domain: Domain | None = None) -> Decision:
     signals = signals or Signals()
@@ -106,6 +126,13 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
 
     if flows_available:
         resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12
+        # "can I send this back? order HC-104240": the order number makes it a service request and the
+        # words say which one, whatever the NLU's top intent (order status, a FAQ topic...).
+        cued = _cued_flow_intent(text, nlu, flow_actions) \
+            if signals.order_ref and state.flow is None and not resume else None
+        if cued:
+            return Decision(flow_actions[cued], cued, flow=flow_actions[cued],
+                            reason="an order number with words for this service request")
         if state.flow or resume or (confident and intent in flow_actions):
             return Decision(flow_actions.get(intent, "flow"), intent, flow=flow_actions.get(intent),
                             reason="service flow")
@@ -121,6 +148,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         return Decision("recommend", intent)
 
     top = faq_hits[0] if faq_hits else None
+    # "Do you sell a wall mount for a big TV?": a shopping question naming something in the catalogue
+    # gets products, unless the NLU vouches for a FAQ topic that the FAQ also matches well.
+    if signals.shopping and SHOPPING_ASK.search(text) and \
+            not (confident and faq_category(intent) and top is not None and top.score >= th.faq):
+        return Decision("recommend", intent, reason="asks whether the store sells a catalogue item")
     if top is not None and top.score >= th.faq:
         if confident and faq_category(intent):
             # The NLU vouches for the topic: take the best answer within it when it is close to the top.
@@ -149,7 +181,9 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
             and (top is None or top.score < th.faq):
         return Decision("small_talk", intent, reason="a short pleasantry")
     if top is not None and top.score >= th.faq - th.near_faq and (faq_category(intent) or not confident):
-        cands = [h.id for h in faq_hits[:3] if h.score >= th.faq - th.near_faq]
+        cands = _close_candidates(faq_hits, th)
+        if len(cands) < 2:   # never "Did you mean" with one candidate: the near miss is the answer
+            return Decision("answer_faq", intent, [top.id], reason="the only near FAQ answer")
         return Decision("clarify", intent, cands, reason="no FAQ answer was certain enough")
     if confident and faq_category(intent) and top is not None:
         return Decision("fallback", intent, reason="FAQ topic recognised but no answer matched")

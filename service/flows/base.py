@@ -373,12 +373,24 @@ class FlowRunner:
         if no:
             state.flow = None
             return FlowResult(self._reply(flow, "OK, I haven't changed anything. Is there anything else I can help with?", nlu))
+        if self._asks_something(text, nlu):
+            # A question while the yes/no waits ("how long does the refund take?"): it is answered as usual
+            # and the confirmation asked again underneath; the flow stays pending with the same key.
+            state.flow["confirm_at"] = self.clock()
+            return FlowResult(note=flow.confirm(ctx))
         attempts = state.flow["attempts"].get("confirm", 0) + 1
         state.flow["attempts"]["confirm"] = attempts
         if attempts >= 3:
             state.flow = None
             return FlowResult(self._reply(flow, "I'll leave it there; nothing was changed.", nlu))
         return FlowResult(self._reply(flow, "Please answer yes or no. " + flow.confirm(ctx), nlu))
+
+    def _asks_something(self, text: str, nlu: NLUResult) -> bool:
+        """Neither yes nor no but a question or a request of its own: a confident intent outside yes/no
+        and the flows, or a question mark."""
+        if nlu.intent in self._yes_no or nlu.intent in self.flows:
+            return False
+        return nlu.confidence >= self.intent_threshold or text.rstrip().endswith("?")
 
     @staticmethod
     def _drop_confirmation(state: SessionState) -> None:

@@ -91,3 +91,11 @@ def test_transcripts_are_redacted(assistant):
     assistant.respond("pii", "my email is jo.doe@example.com and my card is 4111 1111 1111 1111")
     stored = " ".join(t["text"] for t in assistant.transcripts.transcript("pii"))
     assert "jo.doe@example.com" not in stored and "4111" not in stored and "[EMAIL]" in stored
+
+
+def test_do_you_sell_a_catalogue_item_recommends_products(assistant):
+    # The FAQ on mounting TVs matches the words well; the customer asks about buying a mount.
+    r = assistant.respond("s", "do you sell a wall mount for a big TV?")
+    assert r.action == "recommend" and r.products
+    assert any("Mount" in p.title for p in r.products)
+    assert assistant.respond("s2", "do you sell gift cards?").action == "answer_faq"

@@ -168,3 +168,55 @@ def test_a_bad_saved_session_does_not_block_the_customer(assistant):
     r = assistant.respond("s", "How long does standard delivery take?")
     assert r.action == "answer_faq"
     assert assistant.respond("s", "where is my order?").action == "order_status"
+
+
+# -- issue 12: a question at a yes/no confirmation; the flow an order request names
+
+def test_a_question_at_the_confirmation_is_answered_then_the_confirmation_repeated(assistant):
+    rs = talk(assistant, "s", "I want to cancel my order", "HC-104251", "maya.okafor@example.com")
+    question = rs[-1].text
+    assert "(yes/no)" in question
+    r = assistant.respond("s", "How long does standard delivery take?")
+    assert r.action == "answer_faq" and r.sources[0].faq_id == "faq_ship_02"
+    answer, _, repeated = r.text.partition("\n\n")
+    assert "business days" in answer and repeated == question
+    assert assistant.flows.store.get_order("HC-104251").status == "processing"   # nothing written
+    done = assistant.respond("s", "yes")
+    assert done.action == "cancel_order" and "is cancelled" in done.text
+    assert assistant.flows.store.get_order("HC-104251").status == "cancelled"
+
+
+def test_the_runner_keeps_the_confirmation_pending_across_a_question(runner, clock):
+    from service.sessions import SessionState
+    from tests.helpers import nlu
+
+    state = SessionState("q")
+    for text in ("cancel order HC-104251", "maya.okafor@example.com"):
+        runner.handle(state, text, nlu("cancel_order", 0.9))
+    assert state.flow["stage"] == "confirm"
+    key = state.flow["confirm_key"]
+    clock.now += 60
+    result = runner.handle(state, "do you ship to Canada?", nlu("faq_shipping", 0.2))   # a question mark
+    assert result.reply is None and result.note.startswith("Cancel order HC-104251")
+    assert state.flow["stage"] == "confirm" and state.flow["confirm_key"] == key
+    assert state.flow["confirm_at"] == clock.now and not state.flow["attempts"].get("confirm")
+    # Neither yes, no nor a question: asked to answer yes or no, as before.
+    assert runner.handle(state, "hmm", nlu("none", 0.1)).reply.text.startswith("Please answer yes or no.")
+    assert "is cancelled" in runner.handle(state, "yes", nlu("affirm", 0.9)).reply.text
+
+
+def test_send_it_back_with_an_order_number_starts_a_return_even_if_the_nlu_says_order_status(assistant, monkeypatch):
+    from service.nlu import NLUResult
+
+    parse = assistant.nlu.parse
+
+    def sure_it_is_order_status(text):
+        r = parse(text)
+        return NLUResult("order_status", 0.9, [("order_status", 0.9)] + r.ranking, r.embedding)
+
+    monkeypatch.setattr(assistant.nlu, "parse", sure_it_is_order_status)
+    r = assistant.respond("s", "can I send this back? order HC-104240")
+    assert r.action == "start_return" and r.intent == "return_request" and "email" in r.text
+    monkeypatch.undo()
+    r = assistant.respond("s", "oliver.brandt@example.org")
+    assert r.action == "start_return" and "unopened" in r.text

@@ -102,3 +102,78 @@ def test_calibrated_oos_flag_gives_an_honest_answer_but_never_inside_a_flow():
     # A confident FAQ match wins over the flag.
     assert decide("how long is shipping", SessionState("s"), nlu("faq_shipping", 0.9),
                   [H("a", 0.9, {"category": "shipping"})], TH, signals=flagged).action == "answer_faq"
+
+
+# -- issue 12: clarify only between close candidates, the flow an order request names, shopping asks
+
+def ranked(*pairs) -> NLUResult:
+    return NLUResult(pairs[0][0], pairs[0][1], list(pairs), np.zeros(4, dtype=np.float32))
+
+
+def test_a_single_near_candidate_is_answered_not_offered():
+    # One FAQ in the near band and nothing close to it: "Did you mean" with one option helps nobody.
+    d = act("faq_returns", [H("a", 0.55), H("b", 0.40), H("c", 0.35)])
+    assert d.action == "answer_faq" and d.faq_ids == ["a"]
+    # Two in the band but far apart: still not a genuine tie.
+    d = act("faq_returns", [H("a", 0.59), H("b", 0.53)])
+    assert d.action == "answer_faq" and d.faq_ids == ["a"]
+
+
+def test_a_clarification_always_offers_at_least_two_candidates():
+    for hits in ([H("a", 0.70), H("b", 0.69)], [H("a", 0.55), H("b", 0.54), H("c", 0.53)], [H("a", 0.56)]):
+        d = act("order_status", hits, conf=0.3)
+        assert d.action != "clarify" or len(d.faq_ids) >= 2
+
+
+@pytest.mark.parametrize("text,wanted", [
+    ("can I send this back? order HC-104240", "return_request"),
+    ("cancel HC-104251 please", "cancel_order"),
+    ("where's my refund for HC-104190", "refund_status"),
+    ("I need to change the delivery address on HC-104261", "change_address"),
+])
+def test_an_order_number_with_a_service_cue_starts_that_flow_not_order_status(text, wanted):
+    from service.domain import default_domain
+    from service.policy import Signals
+
+    flow_actions = default_domain().flow_actions
+    # The NLU is sure it is about an order's status (or a FAQ topic): the words say otherwise.
+    for guess in (ranked(("order_status", 0.8), (wanted, 0.1)), ranked(("faq_returns", 0.9), ("order_status", 0.05))):
+        d = decide(text, SessionState("s"), guess, [H("a", 0.3)], TH, flows_available=True,
+                   signals=Signals(order_ref=True))
+        assert d.action == flow_actions[wanted] and d.intent == wanted and d.flow == flow_actions[wanted]
+
+
+def test_order_number_without_a_cue_still_goes_by_the_nlu():
+    from service.policy import Signals
+
+    d = decide("HC-104233 where is it", SessionState("s"), ranked(("order_status", 0.8)), [H("a", 0.3)], TH,
+               flows_available=True, signals=Signals(order_ref=True))
+    assert d.action == "order_status"
+    # Several cues: the NLU ranking picks among them.
+    d = decide("I returned HC-104190, where's my refund?", SessionState("s"),
+               ranked(("order_status", 0.6), ("refund_status", 0.3), ("return_request", 0.1)), [], TH,
+               flows_available=True, signals=Signals(order_ref=True))
+    assert d.action == "refund_status"
+    # A running flow keeps its turn (a slot answer may carry an order number and such words).
+    in_flow = SessionState("s", flow={"name": "start_return", "slots": {}})
+    d = decide("HC-104240, I want to return it", in_flow, ranked(("return_request", 0.9)), [], TH,
+               flows_available=True, signals=Signals(order_ref=True))
+    assert d.action == "start_return"
+
+
+@pytest.mark.parametrize("text", ["do you sell a wall mount for a big TV?", "do you have robot vacuums",
+                                  "I'm looking for a quiet dishwasher"])
+def test_do_you_sell_a_catalogue_item_recommends_unless_the_faq_is_vouched_for(text):
+    from service.policy import Signals
+
+    shopping = Signals(shopping=True)
+    # A FAQ about mounting TVs matches well, but the NLU does not vouch for it: products.
+    d = decide(text, SessionState("s"), nlu("faq_installation", 0.37), [H("faq_inst_01", 0.84)], TH, signals=shopping)
+    assert d.action == "recommend"
+    # The NLU is sure of a FAQ topic and the FAQ agrees: the answer stands.
+    d = decide(text, SessionState("s"), nlu("faq_installation", 0.9),
+               [H("faq_inst_01", 0.84, {"category": "installation"})], TH, signals=shopping)
+    assert d.action == "answer_faq"
+    # No catalogue cue ("do you sell gift cards?"): the FAQ answers.
+    d = decide("do you sell gift cards?", SessionState("s"), nlu("faq_gift_cards", 0.4), [H("faq_gc_01", 0.8)], TH)
+    assert d.action == "answer_faq"
