@@ -34,6 +34,7 @@ ONNX_FILE = "model.onnx"
 RUNTIME = "onnxruntime"
 BUILD_COMMAND = "python -m training.compress --config {config}"
 THREADS_ENV = "ATTENDANT_ORT_THREADS"
+SPIN_ENV = "ATTENDANT_ORT_SPIN"
 
 
 class OnnxSupportModel:
@@ -71,6 +72,9 @@ class OnnxSupportModel:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+        # Idle intra-op threads would spin-wait for the next request, burning a core that the web
+        # server's other turns need (measured: see README "Load"); ATTENDANT_ORT_SPIN=1 restores it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get(SPIN_ENV, "0"))
         try:
             self.session = ort.InferenceSession(str(directory / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, ...): all mean "unusable file"
