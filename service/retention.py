@@ -3,7 +3,8 @@
 `python -m service.retention --config PATH [--dry-run] [--transcripts-days N] [--tickets-days N]
 [--sessions-days N]` deletes from the store transcript lines older than `transcripts_days`, closed
 tickets closed more than `tickets_days` ago, and conversation sessions idle for more than
-`sessions_days`; it prints how many of each it deleted (or, with --dry-run, would delete).
+`sessions_days`, and expired tokens; it prints how many of each it deleted (or, with --dry-run,
+would delete).
 Open tickets, and the sessions waiting on them, are never deleted. Run it daily (cron, a systemd
 timer); it is safe to run at any time, also while the app is serving.
 
@@ -92,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = open_store(config)
     try:
         counts = purge(store, limits, dry_run=args.dry_run)
+        # Expired conversation, browser and operator tokens (the server's limits; operator sessions
+        # expire sooner on their own) are never used again: delete them too.
+        tokens = 0 if args.dry_run else store.purge_tokens(time.time(), idle_ttl=config.server.token_idle_ttl_s,
+                                                           max_age=config.server.token_max_age_s)
     finally:
         store.close()
     verb = "would delete" if args.dry_run else "deleted"
@@ -101,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"{verb} {counts['transcripts']} transcript lines ({kept(limits.transcripts_days)}), "
           f"{counts['tickets']} closed tickets ({kept(limits.tickets_days)}), "
-          f"{counts['sessions']} sessions ({kept(limits.sessions_days)}) from {store.location}")
+          f"{counts['sessions']} sessions ({kept(limits.sessions_days)}) from {store.location}"
+          + (f"; deleted {tokens} expired tokens" if tokens else ""))
     return 0
 
 

@@ -128,3 +128,17 @@ def test_python_dash_m_service_retention(config):
     bad = subprocess.run([sys.executable, "-m", "service.retention", *_cli(config),
                           "--sessions-days", "-3"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "retention.sessions_days" in bad.stderr
+
+
+def test_cli_deletes_expired_tokens_and_keeps_live_ones(tmp_path, capsys):
+    from service.assembly import open_store
+
+    config = load_config(write_demo_config(tmp_path))
+    store = open_store(config)
+    now = time.time()
+    store.create_token("old", "api", "api-1", now - 2 * config.server.token_max_age_s)
+    store.create_token("live", "api", "api-2", now)
+    assert main(["--config", str(config.path)]) == 0
+    assert "deleted 1 expired tokens" in capsys.readouterr().out
+    assert store.use_token("live", "api", time.time(), idle_ttl=3600, max_age=3600) is not None
+    assert store.use_token("old", "api", time.time(), idle_ttl=1e12, max_age=1e12) is None
