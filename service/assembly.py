@@ -84,6 +84,12 @@ def load_oos_detector(config: Config, nlu: NLU) -> OOSDetector:
     return detector
 
 
+def model_version_of(nlu: NLU) -> str:
+    """The name replies and transcripts record for the model that answered: the encoder's
+    fingerprint (a content hash of its weights), shortened."""
+    return "fp-" + str(getattr(nlu.embedder, "fingerprint", "") or "unknown")[:12]
+
+
 def read_faq_records(path: Path) -> dict[str, dict]:
     return {str(row["id"]): row for row in read_jsonl(path, ("id", "question", "answer"), "FAQ entry")}
 
@@ -118,6 +124,7 @@ def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None 
     log.info("thresholds: %s", thresholds)
     oos = load_oos_detector(config, nlu)
     flows = FlowRunner(store, config.flows, intent_threshold=thresholds.intent)
+    kwargs.setdefault("model_version", model_version_of(nlu))
     return Assistant(nlu=nlu, faq_index=faq_index, recommender=recommender, thresholds=thresholds,
                      store_name=config.store_name, max_message_chars=config.policy.max_message_chars,
                      top_k=config.retrieval.top_k, faq_records=read_faq_records(config.data.faq),

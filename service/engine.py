@@ -8,7 +8,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from typing import Any, Protocol
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 from service import smalltalk
 from service.domain import Domain, default_domain
@@ -37,7 +40,26 @@ class FlowEngine(Protocol):
 
 class TranscriptLog(Protocol):
     def append_transcript(self, session_id: str, role: str, text: str, action: str | None = None,
-                          intent: str | None = None, confidence: float | None = None) -> None: ...
+                          intent: str | None = None, confidence: float | None = None, *,
+                          turn_id: str | None = None, model_version: str | None = None,
+                          latency_ms: float | None = None, details: dict[str, Any] | None = None) -> None: ...
+
+
+STAGES = ("understanding", "retrieval", "policy", "action", "store")
+
+
+@dataclass
+class TurnEvent:
+    """What an observer (metrics, monitoring) learns of a finished turn: no message text."""
+    session_id: str
+    reply: Reply
+    stages_ms: dict[str, float] = field(default_factory=dict)   # per stage of STAGES that ran
+    total_ms: float = 0.0
+    error: bool = False
+
+
+def new_turn_id() -> str:
+    return "t-" + secrets.token_hex(8)
 
 
 class Assistant:
@@ -46,8 +68,11 @@ class Assistant:
                  desk: HandoffDesk | None = None, flows: FlowEngine | None = None,
                  max_message_chars: int = 2000, top_k: int = 5, support_hours: str = "",
                  faq_records: dict[str, dict] | None = None, transcripts: TranscriptLog | None = None,
-                 oos: Any = None, domain: Domain | None = None):
+                 oos: Any = None, domain: Domain | None = None, model_version: str = "dev"):
         self.nlu = nlu
+        self.model_version = model_version
+        # Called after every turn with a TurnEvent (e.g. the metrics exporter); must be quick and never raise.
+        self.observers: list[Callable[[TurnEvent], None]] = []
         # The intents, flows and replies the policy works with: the flow runner's, else the default.
         self.domain = domain or getattr(flows, "domain", None) or default_domain()
         self.oos = oos   # service.oos.OOSDetector, or None to rely on the NLU's own out_of_scope intent
@@ -71,28 +96,51 @@ class Assistant:
         # One turn per conversation at a time; the store's lock spans processes where it can (PostgreSQL).
         lock = self.sessions.session_lock(session_id) if hasattr(self.sessions, "session_lock") \
             else self._locks[session_id]
+        started = time.perf_counter()
+        stages: dict[str, float] = {}
+        error = False
         with lock:
             try:
-                return self._respond(session_id, message)
+                reply = self._respond(session_id, message, stages, started)
             except Exception:  # the customer gets an apology, the operator the traceback
                 log.exception("turn failed for session %s", session_id)
-                return Reply(smalltalk.INTERNAL_ERROR, action="fallback")
+                reply, error = Reply(smalltalk.INTERNAL_ERROR, action="fallback"), True
+        reply.model_version = reply.model_version or self.model_version
+        self._notify(TurnEvent(session_id, reply, stages, (time.perf_counter() - started) * 1000, error))
+        return reply
 
-    def _respond(self, session_id: str, message: object) -> Reply:
+    def _notify(self, event: TurnEvent) -> None:
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:  # monitoring never breaks a turn
+                log.exception("turn observer %r failed", observer)
+
+    def _respond(self, session_id: str, message: object, stages: dict[str, float], started: float) -> Reply:
+        def lap(stage: str, since: float) -> float:
+            now = time.perf_counter()
+            stages[stage] = (now - since) * 1000
+            return now
+
         state = self.sessions.load(session_id)
         clean = clean_message(message, self.max_message_chars)
         if clean.problem:
             text = smalltalk.EMPTY if clean.problem == "empty" else smalltalk.UNREADABLE
             reply = Reply(text, action="clarify", suggestions=list(smalltalk.SUGGESTED_QUESTIONS[:3]))
-            self._record(state, "", reply)
+            self._record(state, "", reply, stages, started)
             return reply
 
+        t = time.perf_counter()
         nlu = self.nlu.parse(clean.text)
+        t = lap("understanding", t)
         faq_hits = self.faq_index.search(nlu.embedding, self.top_k)
+        t = lap("retrieval", t)
         signals = self._signals(clean.text, nlu)
         decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)
+        t = lap("policy", t)
         reply = self._act(decision, state, clean.text, nlu, faq_hits)
+        lap("action", t)
 
         state.failed_turns = state.failed_turns + 1 if reply.action == "fallback" else 0
         if state.failed_turns >= MAX_FAILED_TURNS and not state.handoff:
@@ -101,7 +149,11 @@ class Assistant:
             reply.text = smalltalk.TRUNCATED.format(length=clean.original_length) + reply.text
         reply.debug.update({"decision": decision.reason, "ranking": nlu.ranking[:3], "oos_score": signals.oos_score,
                             "faq": [(h.id, round(h.score, 4)) for h in faq_hits[:3]]})
-        self._record(state, clean.text, reply)
+        if reply.action in ("fallback", "out_of_scope"):
+            # What it would have been: the most asked-for log line when an assistant gives up.
+            log.info("%s in session %s: top intent %s (confidence %.3f), decision %r", reply.action, session_id,
+                     nlu.intent, nlu.confidence, decision.reason)
+        self._record(state, clean.text, reply, stages, started)
         return reply
 
     def _signals(self, text: str, nlu: NLUResult) -> Signals:
@@ -201,19 +253,30 @@ class Assistant:
                      action="handoff", handoff=True, intent=nlu.intent, confidence=nlu.confidence)
 
     # -- bookkeeping --------------------------------------------------------------------------
-    def _record(self, state: SessionState, text: str, reply: Reply) -> None:
+    def _record(self, state: SessionState, text: str, reply: Reply, stages: dict[str, float], started: float) -> None:
+        reply.turn_id, reply.model_version = new_turn_id(), self.model_version
+        t = time.perf_counter()
         user_text, bot_text = redact(text), redact(reply.text)
+        # Ids and scores only: why it decided, for the operator's review (no message text).
+        details = {k: reply.debug[k] for k in ("decision", "ranking", "oos_score", "faq") if k in reply.debug}
+        details["sources"] = [s.faq_id for s in reply.sources]
+        details["products"] = [p.id for p in reply.products]
+        latency_ms = round((t - started) * 1000, 3)
         state.history.append({"role": "user", "text": user_text})
         state.history.append({"role": "assistant", "text": bot_text, "action": reply.action,
-                              "intent": reply.intent, "confidence": round(float(reply.confidence), 4)})
+                              "intent": reply.intent, "confidence": round(float(reply.confidence), 4),
+                              "turn_id": reply.turn_id})
         # The state and the transcript lines commit together (one transaction when the store has them).
         together = getattr(self.sessions, "transaction", None)
         with together() if together is not None else contextlib.nullcontext():
             self.sessions.save(state)
             if self.transcripts is not None:
-                self.transcripts.append_transcript(state.session_id, "user", user_text)
+                self.transcripts.append_transcript(state.session_id, "user", user_text, turn_id=reply.turn_id)
                 self.transcripts.append_transcript(state.session_id, "assistant", bot_text, reply.action,
-                                                   reply.intent, float(reply.confidence))
+                                                   reply.intent, float(reply.confidence), turn_id=reply.turn_id,
+                                                   model_version=self.model_version, latency_ms=latency_ms,
+                                                   details=details)
+        stages["store"] = (time.perf_counter() - t) * 1000
 
     def history(self, session_id: str) -> list[dict[str, Any]]:
         return self.sessions.load(session_id).history

@@ -34,6 +34,8 @@ class Reply:
     handoff: bool = False
     suggestions: list[str] = field(default_factory=list)   # quick replies the UI may offer
     debug: dict[str, Any] = field(default_factory=dict)     # scores behind the decision, for operators
+    turn_id: str = ""          # server-made; the customer's thumbs and the operator's corrections point at it
+    model_version: str = ""    # the model version that produced this reply
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -108,6 +108,27 @@ MIGRATIONS: list[str] = [
         key_id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL, origins TEXT NOT NULL,
         rate_per_minute INTEGER, created_at {real} NOT NULL, revoked_at {real})
     """,
+    # version 4: operators see inside and improve. Every turn's two transcript lines share a server-made
+    # turn id; the assistant's line records the model version that answered, the turn's latency, why
+    # it decided (ids and scores only, never message text) and the customer's thumbs (+1/-1). Ratings
+    # record the version too; operators' corrections are kept with who made them and when; `settings`
+    # holds what every replica must agree on (e.g. which model version is served).
+    """
+    ALTER TABLE transcripts ADD COLUMN turn_id TEXT;
+    ALTER TABLE transcripts ADD COLUMN model_version TEXT;
+    ALTER TABLE transcripts ADD COLUMN latency_ms {real};
+    ALTER TABLE transcripts ADD COLUMN details TEXT;
+    ALTER TABLE transcripts ADD COLUMN feedback INTEGER;
+    CREATE UNIQUE INDEX transcripts_turn ON transcripts(turn_id, role);
+    CREATE INDEX transcripts_created ON transcripts(created_at);
+    ALTER TABLE feedback ADD COLUMN model_version TEXT;
+    CREATE INDEX feedback_created ON feedback(created_at);
+    CREATE TABLE corrections (
+        id {id}, turn_id TEXT, session_id TEXT, kind TEXT NOT NULL, payload TEXT NOT NULL,
+        author TEXT NOT NULL, created_at {real} NOT NULL);
+    CREATE INDEX corrections_turn ON corrections(turn_id);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at {real} NOT NULL)
+    """,
 ]
 
 DIALECT_SQL: dict[str, dict[str, str]] = {
@@ -483,17 +504,57 @@ class Store:
 
     # -- conversations ------------------------------------------------------------------------
     def append_transcript(self, session_id: str, role: str, text: str, action: str | None = None,
-                          intent: str | None = None, confidence: float | None = None) -> None:
-        """`text` must already be redacted: the store never sees raw personal data."""
-        self._run("INSERT INTO transcripts(session_id, role, text, action, intent, confidence, created_at) "
-                  "VALUES (:sid, :role, :text, :action, :intent, :confidence, :now)",
+                          intent: str | None = None, confidence: float | None = None, *,
+                          turn_id: str | None = None, model_version: str | None = None,
+                          latency_ms: float | None = None, details: dict[str, Any] | None = None) -> None:
+        """`text` must already be redacted: the store never sees raw personal data; `details` holds
+        ids and scores only (why the assistant decided), never message text."""
+        self._run("INSERT INTO transcripts(session_id, role, text, action, intent, confidence, created_at, turn_id, "
+                  "model_version, latency_ms, details) VALUES (:sid, :role, :text, :action, :intent, :confidence, "
+                  ":now, :turn_id, :version, :latency, :details)",
                   {"sid": session_id, "role": role, "text": text, "action": action, "intent": intent,
-                   "confidence": confidence, "now": time.time()})
+                   "confidence": confidence, "now": time.time(), "turn_id": turn_id, "version": model_version,
+                   "latency": latency_ms, "details": None if details is None else json.dumps(details)})
 
     def transcript(self, session_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._all(
-            "SELECT role, text, action, intent, confidence, created_at FROM transcripts WHERE session_id = :sid "
-            "ORDER BY id", {"sid": session_id})]
+            "SELECT role, text, action, intent, confidence, created_at, turn_id, feedback FROM transcripts "
+            "WHERE session_id = :sid ORDER BY id", {"sid": session_id})]
+
+    def set_turn_feedback(self, session_id: str, turn_id: str, value: int) -> bool:
+        """The customer's thumbs (+1 up, -1 down, 0 withdrawn) on one of the assistant's turns in *their
+        own* conversation: a turn id from another conversation changes nothing (returns False)."""
+        if value not in (-1, 0, 1):
+            raise ValueError("feedback is +1, -1 or 0")
+        return self._run("UPDATE transcripts SET feedback = :value WHERE turn_id = :turn AND session_id = :sid "
+                         "AND role = 'assistant'", {"value": value or None, "turn": str(turn_id)[:64],
+                                                    "sid": session_id}) == 1
+
+    def turns(self, *, since: float | None = None, until: float | None = None, model_version: str | None = None,
+              session_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Assistant turns, oldest first, each with the customer's (redacted) message that started it:
+        {turn_id, session_id, created_at, user_text, text, action, intent, confidence, model_version,
+        latency_ms, details (dict), feedback}. Turns recorded before schema version 4 have no turn id
+        and are not listed."""
+        where, params = ["a.role = 'assistant'", "a.turn_id IS NOT NULL"], {}
+        for column, op, name, value in (("a.created_at", ">=", "since", since), ("a.created_at", "<", "until", until),
+                                         ("a.model_version", "=", "version", model_version),
+                                         ("a.session_id", "=", "sid", session_id)):
+            if value is not None:
+                where.append(f"{column} {op} :{name}")
+                params[name] = value
+        sql = ("SELECT a.turn_id, a.session_id, a.created_at, u.text AS user_text, a.text, a.action, a.intent, "
+               "a.confidence, a.model_version, a.latency_ms, a.details, a.feedback FROM transcripts a "
+               "LEFT JOIN transcripts u ON u.turn_id = a.turn_id AND u.role = 'user' "
+               f"WHERE {' AND '.join(where)} ORDER BY a.created_at, a.id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        out = []
+        for r in self._all(sql, params):
+            d = dict(r)
+            d["details"] = json.loads(d["details"]) if d["details"] else {}
+            out.append(d)
+        return out
 
     def open_ticket(self, session_id: str, reason: str, transcript: list[dict[str, Any]]) -> str:
         """A new open ticket; its id comes from the table's autoincrement key, never reused."""
@@ -533,9 +594,53 @@ class Store:
                              {"state": json.dumps(state.to_dict()), "now": time.time(), "sid": session_id})
             return session_id
 
-    def add_feedback(self, session_id: str, rating: int, comment: str = "") -> None:
-        self._run("INSERT INTO feedback(session_id, rating, comment, created_at) VALUES (:sid, :rating, :comment, :now)",
-                  {"sid": session_id, "rating": int(rating), "comment": comment, "now": time.time()})
+    def add_feedback(self, session_id: str, rating: int, comment: str = "", model_version: str | None = None) -> None:
+        """A 1-5 rating of a conversation; `comment` must already be redacted."""
+        self._run("INSERT INTO feedback(session_id, rating, comment, created_at, model_version) "
+                  "VALUES (:sid, :rating, :comment, :now, :version)",
+                  {"sid": session_id, "rating": int(rating), "comment": comment, "now": time.time(),
+                   "version": model_version})
+
+    def ratings(self, *, since: float | None = None, until: float | None = None,
+                model_version: str | None = None) -> list[dict[str, Any]]:
+        where, params = ["1 = 1"], {}
+        for column, op, name, value in (("created_at", ">=", "since", since), ("created_at", "<", "until", until),
+                                         ("model_version", "=", "version", model_version)):
+            if value is not None:
+                where.append(f"{column} {op} :{name}")
+                params[name] = value
+        return [dict(r) for r in self._all("SELECT session_id, rating, comment, created_at, model_version FROM feedback "
+                                           f"WHERE {' AND '.join(where)} ORDER BY id", params)]
+
+    # -- shared settings (what every replica reads) --------------------------------------------
+    def get_setting(self, key: str) -> tuple[str, float] | None:
+        """(value, updated_at) of a shared setting, or None when unset."""
+        row = self._first("SELECT value, updated_at FROM settings WHERE key = :key", {"key": key})
+        return None if row is None else (row["value"], float(row["updated_at"]))
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._run("INSERT INTO settings(key, value, updated_at) VALUES (:key, :value, :now) "
+                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                  {"key": key, "value": value, "now": time.time()})
+
+    # -- operators' corrections ---------------------------------------------------------------
+    def add_correction(self, kind: str, payload: dict[str, Any], author: str, *, turn_id: str | None = None,
+                       session_id: str | None = None) -> int:
+        """One operator correction (`payload` already redacted); returns its id."""
+        with self._tx() as conn:
+            return int(conn.execute(_sql(
+                "INSERT INTO corrections(turn_id, session_id, kind, payload, author, created_at) "
+                "VALUES (:turn, :sid, :kind, :payload, :author, :now) RETURNING id"),
+                {"turn": turn_id, "sid": session_id, "kind": kind, "payload": json.dumps(payload), "author": author,
+                 "now": time.time()}).scalar_one())
+
+    def corrections(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self._all("SELECT id, turn_id, session_id, kind, payload, author, created_at FROM corrections ORDER BY id"):
+            d = dict(r)
+            d["payload"] = json.loads(d["payload"])
+            out.append(d)
+        return out
 
     # -- sessions (the SessionStore protocol) -------------------------------------------------
     def _read_state(self, conn: Connection, session_id: str, *, lock: bool = False) -> SessionState | None:

@@ -17,6 +17,7 @@ import secrets
 import time
 from typing import Any
 
+from anyio.to_thread import run_sync
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.reply import ProductCard, Source
 from webapp.apikeys import check_key, live_key, origin_allowed
 from webapp.security import TokenEntry, WebGuard, header, refuse
 
@@ -51,31 +53,17 @@ class MessageIn(BaseModel):
     text: str = Field(description="the customer's message")
 
 
-class SourceOut(BaseModel):
-    faq_id: str
-    question: str
-    score: float
-
-
-class ProductOut(BaseModel):
-    id: str
-    title: str
-    category: str
-    brand: str
-    price: float
-    reason: str
-    score: float
-
-
 class ReplyOut(BaseModel):
     text: str
     action: str
     intent: str | None = None
     confidence: float = 0.0
-    sources: list[SourceOut] = []
-    products: list[ProductOut] = []
+    sources: list[Source] = []          # the Reply's own dataclasses: one definition of each
+    products: list[ProductCard] = []
     handoff: bool = False
     suggestions: list[str] = []
+    turn_id: str = Field("", description="this turn's id: rate it with POST .../turns/{turn_id}/feedback")
+    model_version: str = Field("", description="the model version that produced this reply")
 
 
 class HistoryMessage(BaseModel):
@@ -237,10 +225,14 @@ class ApiCors:
         self._origins: set[str] = set()
         self._read_at = float("-inf")
 
-    def allowed(self, origin: str) -> bool:
+    def _read_origins(self) -> set[str]:
+        return {o for k in self.store.api_keys() if not k["revoked_at"] for o in k["origins"]}
+
+    async def allowed(self, origin: str) -> bool:
         now = time.monotonic()
         if now - self._read_at > self.refresh_s:
-            self._origins = {o for k in self.store.api_keys() if not k["revoked_at"] for o in k["origins"]}
+            # Read on a worker thread: the event loop never waits on the database.
+            self._origins = await run_sync(self._read_origins)
             self._read_at = now
         return origin in self._origins
 
@@ -250,7 +242,7 @@ class ApiCors:
         origin = header(scope.get("headers") or [], b"origin")
         if origin is None:
             return await self.app(scope, receive, send)
-        ok = self.allowed(origin)
+        ok = await self.allowed(origin)
         if scope.get("method") == "OPTIONS":
             if not ok:
                 return await refuse(send, 403, "origin_not_allowed", "This origin may not call the API.", True)

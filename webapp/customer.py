@@ -35,10 +35,10 @@ def build_customer_page(assistant: Assistant, guard: WebGuard, title: str = "Cus
     examples = examples or smalltalk.SUGGESTED_QUESTIONS
 
     def web_session(request: gr.Request | None) -> str:
-        browser = guard.browser_token(request)
-        session_id = guard.browsers.session_id(browser) if browser else None
-        if session_id is None:
+        browser = guard.browser(request)
+        if browser is None:
             raise gr.Error(NO_COOKIE)
+        session_id = browser[1].session_id
         if not guard.conversation_limiter.allow(session_id):
             raise gr.Error("Too many messages in this conversation; wait a moment.")
         return session_id
@@ -52,8 +52,8 @@ def build_customer_page(assistant: Assistant, guard: WebGuard, title: str = "Cus
         return "", history, presenters.sources_markdown(reply), presenters.product_cards_html(reply)
 
     def restart(request: gr.Request):
-        browser = guard.browser_token(request)
-        if browser is None or guard.browsers.renew_session(browser) is None:
+        browser = guard.browser(request)
+        if browser is None or guard.browsers.renew_session(browser[0]) is None:
             raise gr.Error(NO_COOKIE)
         return [], "", ""
 

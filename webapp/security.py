@@ -275,11 +275,13 @@ class WebGuard:
             self._owners.move_to_end(session_hash)
             return secrets.compare_digest(current, owner)
 
-    def browser_token(self, request: Any) -> str | None:
-        """The page cookie of a Gradio request, when the server issued it and it is still live."""
+    def browser(self, request: Any) -> tuple[str, TokenEntry] | None:
+        """The page cookie of a Gradio request and its entry (one lookup), when the server issued it
+        and it is still live."""
         cookies = getattr(request, "cookies", None) or {}
         try:
             token = cookies.get(COOKIE_NAME)
         except AttributeError:
             return None
-        return token if self.browsers.entry(token) is not None else None
+        entry = self.browsers.entry(token)
+        return None if entry is None else (token, entry)

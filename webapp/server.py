@@ -67,7 +67,8 @@ def create_server(assistant: Assistant, config: Config, *, store: Any | None = N
         return RedirectResponse("/operator/", status_code=307)
 
     title = f"{config.store_name} support"
-    operator = build_operator_console(console, guard, config, title=f"{title}: operator console")
+    operator = build_operator_console(console, guard, config, title=f"{title}: operator console",
+                                      assistant=assistant)
     customer = build_customer_page(assistant, guard, title=title)
     for blocks in (operator, customer):
         blocks.queue(default_concurrency_limit=CHAT_CONCURRENCY)
