@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from retrieval.compare import TitleMatcher, attribute_value, find_comparison, find_superlative
 from retrieval.filters import (
     AROUND_TOLERANCE,
     Filters,
@@ -116,6 +117,7 @@ class Recommender:
         self.categories = sorted({p["category"] for p in self.products.values() if p.get("category")})
         self.brands = sorted({b for p in self.products.values() if (b := product_brand(p))})
         self.vocab = category_vocabulary(self.categories, self.products.values())
+        self.titles = TitleMatcher.of(self.products)
 
     @classmethod
     def build(cls, products: Sequence[dict], embedder: "Embedder", *, exact_max: int = 50_000,
@@ -137,6 +139,11 @@ class Recommender:
 
     def parse(self, text: str) -> Filters:
         return parse_filters(text, self.vocab, self.brands)
+
+    def comparison(self, text: str, shown: Sequence[str] = ()) -> list[dict]:
+        """The products a comparison request names ("difference between A and B"), else []; `shown`:
+        the products last shown in the conversation ("compare the first two")."""
+        return [self.products[i] for i in find_comparison(text, self.products, self.titles, shown)]
 
     def _ranked(self, vector: np.ndarray) -> list[tuple[str, float]]:
         n = len(self.index)
@@ -175,6 +182,19 @@ class Recommender:
             bonus = TAG_BONUS * min(2, len(matched_tags(p, words))) + pref
             scored.append((s + bonus, pid))
         scored.sort(key=lambda t: -t[0])
+        superlative = find_superlative(text) if f.category is not None else None
+        if superlative is not None:
+            # "the cheapest robot vacuum": a strict order on the attribute among the matching products
+            # that have it (the rest keep their similarity order after them).
+            keys, sign = superlative
+            # Among the product type the request names ("monitor" in a category that also has consoles).
+            named = [pid for _, pid in scored if _type_named(self.products[pid], words)]
+            valued = [(v, score, pid) for score, pid in scored if not named or pid in named
+                      if (v := attribute_value(self.products[pid], keys)) is not None]
+            if valued:
+                valued.sort(key=lambda t: (-sign * t[0], -t[1]))
+                rest = [(score, pid) for score, pid in scored if pid not in {p for _, _, p in valued}]
+                scored = [(score, pid) for _, score, pid in valued] + rest
         return [Suggestion(self.products[pid], float(score), recommend_reason(self.products[pid], words, f, asked, steps), list(steps))
                 for score, pid in scored[:k]]
 
@@ -194,6 +214,12 @@ class Recommender:
         for pid, s in (same + other)[:k]:
             out.append(Suggestion(self.products[pid], float(s), similar_reason(base, self.products[pid])))
         return out
+
+
+def _type_named(product: dict, words: set[str]) -> bool:
+    """Whether the request's words name this product's type ("robot vacuum", "monitors")."""
+    kind = str((product.get("attributes") or {}).get("type") or "").lower().split()
+    return bool(kind) and all(w in words or w + "s" in words or w + "es" in words for w in kind)
 
 
 def _preference_bonus(products: list[dict], words: set[str]) -> list[float]:

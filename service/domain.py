@@ -226,6 +226,7 @@ BASE_ACTIONS: tuple[Action, ...] = (
     Action("answer_faq", "an answer from the FAQ, with its source"),
     Action("clarify", "asks which of a few FAQ entries was meant (or for a readable message)"),
     Action("recommend", "product suggestions"),
+    Action("compare", "two or more named products side by side, from the catalogue's attributes"),
     Action("small_talk", "the fixed reply of a small-talk or control intent"),
     Action("out_of_scope", "an honest \"I can't help with that\" and what it can do"),
     Action("fallback", "not understood: asks to rephrase (twice in a row hands off)"),

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from retrieval.compare import compare_rows, comparison_text
 from service import smalltalk
 from service.domain import Domain, default_domain
 from service.flows.slots import ORDER_ID
@@ -135,7 +136,7 @@ class Assistant:
         t = lap("understanding", t)
         faq_hits = self.faq_index.search(nlu.embedding, self.top_k)
         t = lap("retrieval", t)
-        signals = self._signals(clean.text, nlu)
+        signals = self._signals(clean.text, nlu, state)
         decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)
         t = lap("policy", t)
@@ -156,12 +157,15 @@ class Assistant:
         self._record(state, clean.text, reply, stages, started)
         return reply
 
-    def _signals(self, text: str, nlu: NLUResult) -> Signals:
+    def _signals(self, text: str, nlu: NLUResult, state: SessionState | None = None) -> Signals:
         filters = self.recommender.parse(text) if hasattr(self.recommender, "parse") else None
         out_of_scope, oos_score = self.oos.check_result(nlu) if self.oos is not None else (False, None)
+        compared = self.recommender.comparison(text, state.last_products if state else ()) \
+            if hasattr(self.recommender, "comparison") else []
         return Signals(order_ref=bool(ORDER_ID.search(text)), asks_human=bool(ASKS_HUMAN.search(text)),
                        shopping=bool(filters is not None and not filters.is_empty()),
-                       out_of_scope=bool(out_of_scope), oos_score=oos_score)
+                       out_of_scope=bool(out_of_scope), oos_score=oos_score,
+                       compare=tuple(str(p["id"]) for p in compared))
 
     # -- actions ------------------------------------------------------------------------------
     def _act(self, d: Decision, state: SessionState, text: str, nlu: NLUResult, faq_hits: list) -> Reply:
@@ -197,6 +201,8 @@ class Assistant:
             return self._clarify(d.faq_ids, faq_hits, state, base)
         if d.action == "recommend":
             return self._recommend(text, nlu, state, base)
+        if d.action == "compare":
+            return self._compare(d.extra["products"], state, base)
         if d.action == "small_talk":
             return Reply(self.domain.small_talk_reply(nlu.intent, self.store_name), action="small_talk", **base)
         if d.action == "out_of_scope":
@@ -219,7 +225,7 @@ class Assistant:
         state.pending_clarify = list(faq_ids[:3])
         lines = [f"{n}. {r['question']}" for n, (r, _) in enumerate(records, 1)]
         text = "I want to be sure I answer the right question. Did you mean:\n" + "\n".join(lines) + \
-               "\n\nReply with the number, or rephrase your question."
+               "\n\nPick one, reply with its number, or rephrase your question."
         return Reply(text, action="clarify", suggestions=[r["question"] for r, _ in records],
                      sources=[Source(i, r["question"], round(float(s), 4)) for i, (r, s) in zip(faq_ids, records)],
                      **base)
@@ -241,6 +247,16 @@ class Assistant:
         state.last_products = [c.id for c in cards]
         lines = [f"- {c.title} (${c.price:,.2f}): {c.reason}" for c in cards]
         return Reply(intro + "\n" + "\n".join(lines), action="recommend", products=cards, **base)
+
+    def _compare(self, product_ids: list[str], state: SessionState, base: dict) -> Reply:
+        products = [self.recommender.products[i] for i in product_ids]
+        cards = [ProductCard(p["id"], p["title"], p.get("category", ""), p.get("brand", ""),
+                             float(p.get("price", 0.0)), "", 1.0) for p in products]
+        state.last_products = [c.id for c in cards]
+        reply = Reply(comparison_text(products), action="compare", products=cards, **base)
+        # The side-by-side table for a page that draws it as a card (label, one value per product).
+        reply.debug["comparison"] = compare_rows(products)
+        return reply
 
     def _handoff(self, state: SessionState, reason: str, nlu: NLUResult, text: str) -> Reply:
         transcript = state.history + [{"role": "user", "text": redact(text)}]

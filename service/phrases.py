@@ -36,4 +36,6 @@ SHOPPING_ASK = re.compile(r"\b(do|does|did) (you|u|ya|y'all|the store|your (stor
                           r"(sell|carry|stock|have|offer|do|got)\b|\b(i'?m|i am|we'?re|we are|am) "
                           r"(looking|searching|shopping|hunting) for\b|\blooking for an?\b|\b(where|what) can i buy\b|"
                           r"\b(i|we) (want|need|would like|'d like) to (buy|get|order|purchase)\b|"
-                          r"\b(any|got any) (recommendations?|suggestions?) for\b", re.I)
+                          r"\b(any|got any) (recommendations?|suggestions?) for\b|"
+                          # "the cheapest robot vacuum": a superlative over the catalogue is a shopping question
+                          r"\b(cheapest|priciest|least expensive|most expensive|lowest[- ]priced|highest[- ]priced)\b", re.I)

@@ -44,6 +44,7 @@ class Signals:
     shopping: bool = False        # a catalogue category, brand or price bound is named
     out_of_scope: bool = False    # the calibrated OOS detector flags the message (service/oos.py)
     oos_score: float | None = None
+    compare: tuple[str, ...] = ()  # the products a comparison request names ("A vs B"), two or more
 
 
 @dataclass
@@ -123,6 +124,12 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     picked = _picked_candidate(text, state, faq_hits, th)
     if picked:
         return Decision("answer_faq", intent, [picked], reason="customer picked a clarification candidate")
+
+    # "What's the difference between the Cirrus and the Cirrus Lite?": two catalogue products named
+    # with a comparison's words; a running flow keeps the turn (it may be asking for an answer).
+    if len(signals.compare) >= 2 and not state.flow:
+        return Decision("compare", intent, reason="two products named to be compared",
+                        extra={"products": list(signals.compare)})
 
     if flows_available:
         resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12

@@ -508,6 +508,50 @@ def fam_flow_refused(rng: random.Random, pools: Pools, pack: Pack) -> dict | Non
             "expect_state": {"order": oid, "writes": 0}}
 
 
+COMPARE = ("what's the difference between the {a} and the {b}?", "{a} vs {b}, which is better?",
+           "should I get the {a} or the {b}?", "how does the {a} compare to the {b}", "compare the {a} and the {b}",
+           "difference between {a} and {b}", "is the {a} or the {b} better for me?", "{a} or {b}?")
+SUPERLATIVE = (("what's the cheapest {thing} you sell?", min), ("your most expensive {thing}?", max),
+               ("which is the least expensive {thing}", min), ("show me the priciest {thing} you have", max))
+SHOW_THEN_COMPARE = ("what's the difference between the first two?", "compare the first two please",
+                     "how do those two compare?")
+
+
+def _mention(p: dict, rng: random.Random) -> str:
+    """A product as a customer names it: the full title, or without its kind ("Pellix 8")."""
+    title = str(p["title"])
+    kind = _product_kind(p)
+    short = re.sub(rf"\s+{re.escape(kind)}s?$", "", title, flags=re.I) if kind else title
+    return rng.choice((title, short)) if short else title
+
+
+def fam_compare(rng: random.Random, pools: Pools, pack: Pack) -> dict | None:
+    kinds = [(k, ps) for k, ps in pools.product_types if len(ps) >= 2]
+    if not kinds:
+        return None
+    kind, products = rng.choice(kinds)
+    roll = rng.random()
+    if roll < 0.5:
+        a, b = rng.sample(products, 2)
+        text = rng.choice(COMPARE).format(a=_mention(a, rng), b=_mention(b, rng))
+        return {"turns": [_turn(text, action="compare", product_ids=[a["id"], b["id"]])]}
+    if roll < 0.8:
+        template, pick = rng.choice(SUPERLATIVE)
+        best = pick(products, key=lambda p: float(p["price"]))
+        thing = "TV" if kind == "TV" else kind
+        return {"turns": [_turn(template.format(thing=thing), action="recommend", product_ids=[best["id"]])]}
+    thing = "TVs" if kind == "TV" else _plural(kind)
+    return {"turns": [_turn(f"can you show me some {thing}?", action="recommend"),
+                      _turn(rng.choice(SHOW_THEN_COMPARE), action="compare")]}
+
+
+# Families appended after the others with their own random stream, so that adding one leaves the
+# dialogs the earlier families generate (and every figure measured on them) unchanged.
+LATER_FAMILIES: dict[str, tuple[float, Callable[[random.Random, Pools, Pack], dict | None]]] = {
+    "compare": (0.06, fam_compare),
+}
+
+
 FAMILIES: dict[str, tuple[float, Callable[[random.Random, Pools, Pack], dict | None]]] = {
     "faq_followup": (0.16, fam_faq_followup),
     "faq_variant": (0.16, fam_faq_variant),
@@ -554,6 +598,17 @@ def generate(pack: Pack, n: int = 400, val_fraction: float = 0.25, seed: int = 0
             seen_first.add(first)
             per_family[family] += 1
             dialogs.append({"id": f"{split}-{family}-{per_family[family]:03d}", **dialog})
+        for family, (share, make) in LATER_FAMILIES.items():
+            later = random.Random(f"{seed}:{split}:{family}")
+            wanted, made, tries = max(1, round(counts[split] * share)), 0, 0
+            while made < wanted and tries < wanted * 50:
+                tries += 1
+                dialog = make(later, pools, pack)
+                if dialog is None or _norm(dialog["turns"][0]["user"]) in seen_first:
+                    continue
+                seen_first.add(_norm(dialog["turns"][0]["user"]))
+                made += 1
+                dialogs.append({"id": f"{split}-{family}-{made:03d}", **dialog})
         out[split] = dialogs
     return out
 

@@ -99,3 +99,13 @@ def test_do_you_sell_a_catalogue_item_recommends_products(assistant):
     assert r.action == "recommend" and r.products
     assert any("Mount" in p.title for p in r.products)
     assert assistant.respond("s2", "do you sell gift cards?").action == "answer_faq"
+
+
+def test_two_named_products_are_compared_side_by_side(assistant):
+    reply = assistant.respond("cmp", "What's the difference between the Cirrus and the Cirrus Lite?")
+    assert reply.action == "compare" and [p.id for p in reply.products] == ["P1017", "P1018"]
+    assert " vs " in reply.text and reply.debug["comparison"][0][0] == "Price"
+    shown = assistant.respond("cmp2", "show me some TVs under $300")
+    assert shown.action == "recommend" and len(shown.products) >= 2
+    again = assistant.respond("cmp2", "what's the difference between the first two?")
+    assert again.action == "compare" and [p.id for p in again.products] == [p.id for p in shown.products[:2]]

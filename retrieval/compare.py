@@ -1,0 +1,169 @@
+"""Comparisons and superlatives over the catalogue's attributes.
+
+- `find_comparison(text, products)`: "what's the difference between the Arbor 14 and the Arbor Lite 14?",
+  "Cirrus vs Cirrus Lite", "compare P1001 and P1003" -> the two (or more) products named, by product id
+  or by the words of their titles. Nothing is guessed: a mention that matches no title, or two
+  titles equally well, gives no comparison.
+- `compare_rows(products)`: the side-by-side table (price and every attribute either product has).
+- `find_superlative(text)`: "the cheapest robot vacuum", "the lightest laptop" -> (attribute, direction),
+  so the recommender ranks strictly by that attribute instead of nudging by it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from retrieval.filters import product_price
+from retrieval.reasons import attr_phrase, money
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
+_PRODUCT_ID = re.compile(r"\bP\d{3,6}\b", re.I)
+_ARTICLE = r"(?:the\s+|a\s+|an\s+|your\s+|my\s+)?"
+_END = r"\s*(?:models?|ones?|versions?)?\s*[?.!]*\s*$"
+# The mention spans of a comparison request; each pattern names them a and b.
+_PATTERNS = [re.compile(p, re.I) for p in (
+    rf"\b(?:difference|differences|differ)\s+(?:is\s+there\s+)?between\s+{_ARTICLE}(?P<a>.+?)\s+and\s+{_ARTICLE}(?P<b>.+?){_END}",
+    rf"\bcompare\s+{_ARTICLE}(?P<a>.+?)\s+(?:and|with|to|vs\.?|versus)\s+{_ARTICLE}(?P<b>.+?){_END}",
+    rf"\bhow\s+(?:does|do|is)\s+{_ARTICLE}(?P<a>.+?)\s+(?:compare|different|differ)\s+(?:to|with|from)\s+{_ARTICLE}(?P<b>.+?){_END}",
+    rf"(?:^|\b(?:is|are)\s+){_ARTICLE}(?P<a>[^,;?]+?)\s+(?:vs\.?|versus|or)\s+{_ARTICLE}(?P<b>[^,;?]+?)\s*(?:[,;:-]\s*)?"
+    rf"(?:which\s+(?:one\s+)?is\s+(?:better|best)|better)?{_END}",
+    rf"\bwhich\s+(?:one\s+)?(?:is\s+better|should\s+i\s+(?:get|buy|choose|pick))\s*[,:]?\s+{_ARTICLE}(?P<a>.+?)\s+or\s+{_ARTICLE}(?P<b>.+?){_END}",
+    rf"\bshould\s+i\s+(?:get|buy|choose|pick)\s+{_ARTICLE}(?P<a>.+?)\s+or\s+{_ARTICLE}(?P<b>.+?){_END}",
+    rf"^(?P<a>.+?)\s+(?:vs\.?|versus)\s+(?P<b>.+?){_END}",
+)]
+MAX_NAMESAKES = 3    # a mention's words may fit at most this many titles (then the closest fit decides)
+_REFERS_TO_SHOWN = re.compile(r"\b(?:them|these|those|the\s+(?:first\s+)?two|both|the\s+top\s+two)\b", re.I)
+_COMPARE_CUE = re.compile(r"\b(?:difference|differences|differ|compare|comparison|vs\.?|versus|which\s+(?:one\s+)?is\s+better)\b", re.I)
+
+# "cheapest", "most expensive": a strict order on one attribute (+1 the most, -1 the least first).
+SUPERLATIVES: dict[str, tuple[tuple[str, ...], int]] = {
+    r"cheapest|least\s+expensive|lowest[-\s]priced|most\s+affordable": (("price",), -1),
+    r"most\s+expensive|priciest|highest[-\s]priced|top[-\s]of[-\s]the[-\s]range": (("price",), 1),
+    r"biggest|largest": (("screen_in", "capacity_qt", "capacity_l", "capacity_cups"), 1),
+    r"smallest|most\s+compact": (("screen_in", "width_in", "capacity_qt", "capacity_l"), -1),
+    r"lightest": (("weight_kg", "weight_g"), -1),
+    r"quietest": (("noise_db",), -1),
+    r"brightest": (("lumens",), 1),
+    r"longest\s+battery|best\s+battery": (("battery_h", "battery_mah"), 1),
+}
+_SUPERLATIVE = [(re.compile(rf"\b(?:{p})\b", re.I), keys, sign) for p, (keys, sign) in SUPERLATIVES.items()]
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower().replace('"', " ").replace("-", " "))
+
+
+@dataclass(frozen=True)
+class TitleMatcher:
+    """Resolves a customer's mention ("the Cirrus Lite", "Arbor 14") to one product by title words."""
+    titles: dict[str, tuple[str, ...]]       # product id -> title tokens
+    having: dict[str, frozenset[str]]        # token -> the ids of the titles that have it
+
+    @classmethod
+    def of(cls, products: dict[str, dict]) -> "TitleMatcher":
+        titles = {pid: tuple(_tokens(str(p.get("title", "")))) for pid, p in products.items()}
+        having: dict[str, set[str]] = {}
+        for pid, tokens in titles.items():
+            for t in tokens:
+                having.setdefault(t, set()).add(pid)
+        return cls(titles, {t: frozenset(ids) for t, ids in having.items()})
+
+    def resolve(self, mention: str, exclude: Iterable[str] = ()) -> str | None:
+        words = set(_tokens(mention))
+        excluded = set(exclude)
+        best: list[tuple[float, int, str]] = []
+        for pid, title in self.titles.items():
+            if pid in excluded:
+                continue
+            shared = words & set(title)
+            # A model name, not just a brand or a kind ("headphones"): words that few titles share.
+            if not shared or len(frozenset.intersection(*(self.having[t] for t in shared))) > MAX_NAMESAKES:
+                continue
+            covered = len(shared) / len(set(title))
+            best.append((len(shared) + covered, -len(set(title) - words), pid))
+        if not best:
+            return None
+        best.sort(reverse=True)
+        if len(best) > 1 and best[0][:2] == best[1][:2]:
+            return None                       # two titles fit equally well: ask rather than guess
+        return best[0][2]
+
+
+def find_comparison(text: str, products: dict[str, dict], matcher: TitleMatcher | None = None,
+                    shown: Iterable[str] = ()) -> list[str]:
+    """The ids of the products a comparison request names (at least two, distinct), else []."""
+    ids = [m.group(0).upper() for m in _PRODUCT_ID.finditer(text)]
+    ids = [i for i in dict.fromkeys(ids) if i in products]
+    if len(ids) >= 2 and _COMPARE_CUE.search(text):
+        return ids
+    matcher = matcher or TitleMatcher.of(products)
+    for pattern in _PATTERNS:
+        m = pattern.search(text.strip())
+        if not m:
+            continue
+        # The more specific mention first, then the other among the rest: in "Cirrus vs Cirrus Lite"
+        # the plain "Cirrus" is the one that is not the Lite.
+        spans = sorted(("a", "b"), key=lambda k: -len(_tokens(m.group(k))))
+        found: dict[str, str | None] = {}
+        for k in spans:
+            named = _PRODUCT_ID.search(m.group(k))
+            found[k] = named.group(0).upper() if named else matcher.resolve(m.group(k), exclude=found.values())
+        first, second = found["a"], found["b"]
+        if first and second and first != second and first in products and second in products:
+            return [first, second]
+    shown = [i for i in shown if i in products]
+    if len(shown) >= 2 and _COMPARE_CUE.search(text) and _REFERS_TO_SHOWN.search(text):
+        return shown[:2]                      # "what's the difference between the first two?"
+    return []
+
+
+def compare_rows(products: list[dict]) -> list[tuple[str, list[str]]]:
+    """(label, one value per product) for the price and every attribute any of them has, in a stable
+    order; a product without the attribute shows "-"."""
+    rows = [("Price", [money(p) if (p := product_price(x)) is not None else "-" for x in products])]
+    keys: list[str] = []
+    for p in products:
+        keys += [k for k in (p.get("attributes") or {}) if k not in keys and k != "tags"]
+    for key in keys:
+        values = []
+        for p in products:
+            v = (p.get("attributes") or {}).get(key)
+            phrase = attr_phrase(key, v) if v is not None else None
+            values.append(phrase or ("no" if v is False else "-"))
+        if len(set(values)) > 1 or "-" not in values:
+            rows.append((key.replace("_", " ").capitalize(), values))
+    return rows
+
+
+def comparison_text(products: list[dict]) -> str:
+    """A plain-text side-by-side summary for the chat bubble (the page can draw `compare_rows` as a card)."""
+    names = [str(p.get("title", p.get("id"))) for p in products]
+    lines = [f"Here is how the {' and the '.join(names)} compare:"]
+    for label, values in compare_rows(products):
+        if len(set(values)) > 1:              # only what differs; the rest is in the card
+            lines.append(f"- {label}: " + " vs ".join(values))
+    prices = [product_price(p) for p in products]
+    if len(products) == 2 and None not in prices and abs(prices[0] - prices[1]) >= 1:
+        cheaper = 0 if prices[0] < prices[1] else 1
+        lines.append(f"The {names[cheaper]} costs {money(abs(prices[0] - prices[1]))} less.")
+    if len(lines) == 1:
+        lines.append("- They are the same on every attribute we list, price included.")
+    return "\n".join(lines)
+
+
+def find_superlative(text: str) -> tuple[tuple[str, ...], int] | None:
+    """(attribute keys, +1 most / -1 least) for "the cheapest ...", "the lightest ...", else None."""
+    for pattern, keys, sign in _SUPERLATIVE:
+        if pattern.search(text):
+            return keys, sign
+    return None
+
+
+def attribute_value(product: dict, keys: tuple[str, ...]) -> float | None:
+    """The first numeric value of `keys` the product has ("price" is its price)."""
+    for key in keys:
+        v = product_price(product) if key == "price" else (product.get("attributes") or {}).get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
