@@ -12,7 +12,7 @@ from core.jsonl import read_jsonl
 from evaluation.dialog import EXPECT_KEYS, load_dialogs
 from service.domain import default_domain
 from service.reply import ACTIONS
-from training.dialogs import Pack, generate, main
+from training.dialogs import LATER_FAMILIES, Pack, generate, main
 
 DEMO = PROJECT_ROOT / "data" / "demo"
 CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
@@ -20,6 +20,11 @@ CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def _later(n: int) -> int:
+    """How many dialogs the later families add to a split of n (see training/dialogs.LATER_FAMILIES)."""
+    return sum(max(1, round(n * share)) for share, _ in LATER_FAMILIES.values())
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,8 @@ def splits(pack):
 def test_the_generator_is_deterministic_and_the_seed_matters(pack, splits):
     assert generate(pack, n=240, seed=3) == splits
     assert generate(pack, n=240, seed=4) != splits
-    assert len(splits["train"]) == 180 and len(splits["val"]) == 60
+    # n dialogs from the first families, plus the later families' share on their own random streams.
+    assert len(splits["train"]) == 180 + _later(180) and len(splits["val"]) == 60 + _later(60)
 
 
 def test_the_split_shares_no_dialog_id_and_no_first_message(splits):
@@ -73,14 +79,15 @@ def test_the_cli_writes_files_the_evaluator_reads(tmp_path):
     out = tmp_path / "train_dialogs.jsonl"
     assert main(["--config", str(CONFIG), "--out", str(out), "--n", "40", "--seed", "1"]) == 0
     train, val = load_dialogs(out), load_dialogs(tmp_path / "val_dialogs.jsonl")
-    assert len(train) == 30 and len(val) == 10
+    assert len(train) == 30 + _later(30) and len(val) == 10 + _later(10)
 
 
 def test_the_committed_files_are_what_the_command_makes(pack):
     committed = {s: [json.loads(line) for line in open(DEMO / f"{s}_dialogs.jsonl", encoding="utf-8")]
                  for s in ("train", "val")}
     assert generate(pack, n=400, seed=0) == committed
-    assert len(load_dialogs(DEMO / "train_dialogs.jsonl")) == 300 and len(load_dialogs(DEMO / "val_dialogs.jsonl")) == 100
+    assert len(load_dialogs(DEMO / "train_dialogs.jsonl")) == 300 + _later(300)
+    assert len(load_dialogs(DEMO / "val_dialogs.jsonl")) == 100 + _later(100)
 
 
 def test_no_held_out_text_is_in_the_generated_dialogs():
