@@ -12,6 +12,7 @@ validation figures.
 Features:
 - compare:     "A vs B" / "difference between A and B" answered side by side (retrieval/compare.py)
 - superlative: "the cheapest robot vacuum" ordered strictly by the attribute (retrieval/recommend.py)
+- context:     follow-ups read together with the previous turn (service/context.py)
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from evaluation.dialog import DialogEvaluator  # noqa: E402
 from evaluation.evaluate import assistant_factory  # noqa: E402
 from service.assembly import load_nlu  # noqa: E402
 
+FEATURES = (None, "compare", "superlative", "context")
 METRICS = ("resolution", "turn_resolution", "action_accuracy", "faq_hit_at_1", "product_hit")
 
 
@@ -39,16 +41,19 @@ METRICS = ("resolution", "turn_resolution", "action_accuracy", "faq_hit_at_1", "
 def without(feature: str | None) -> Iterator[None]:
     """Switch one feature off for the duration (None: everything on)."""
     import retrieval.recommend as recommend
+    import service.engine as engine
 
-    saved = (recommend.Recommender.comparison, recommend.find_superlative)
+    saved = (recommend.Recommender.comparison, recommend.find_superlative, engine.follow_up_context)
     if feature == "compare":
         recommend.Recommender.comparison = lambda self, text, shown=(): []
     elif feature == "superlative":
         recommend.find_superlative = lambda text: None
+    elif feature == "context":
+        engine.follow_up_context = lambda history, text: None
     try:
         yield
     finally:
-        recommend.Recommender.comparison, recommend.find_superlative = saved
+        recommend.Recommender.comparison, recommend.find_superlative, engine.follow_up_context = saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         make = assistant_factory(config, nlu, Path(tmp))
-        for feature in (None, "compare", "superlative"):
+        for feature in FEATURES:
             with without(feature):
                 metrics = evaluator.run(make).metrics
             rows.append({"run": "all features" if feature is None else f"without {feature}",

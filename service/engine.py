@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 
 from retrieval.compare import compare_rows, comparison_text
 from service import smalltalk
+from service.context import follow_up_context, merge_hits
 from service.domain import Domain, default_domain
 from service.flows.slots import ORDER_ID
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
@@ -72,6 +73,7 @@ class Assistant:
                  oos: Any = None, domain: Domain | None = None, model_version: str = "dev"):
         self.nlu = nlu
         self.model_version = model_version
+        self.use_context = True    # follow-ups read with the previous turn (service/context.py)
         # Called after every turn with a TurnEvent (e.g. the metrics exporter); must be quick and never raise.
         self.observers: list[Callable[[TurnEvent], None]] = []
         # The intents, flows and replies the policy works with: the flow runner's, else the default.
@@ -133,10 +135,21 @@ class Assistant:
 
         t = time.perf_counter()
         nlu = self.nlu.parse(clean.text)
+        context = follow_up_context(state.history, clean.text) if self.use_context else None
+        context_nlu = self.nlu.parse(f"{context.previous_user} {clean.text}") if context is not None else None
+        own_embedding = nlu.embedding
+        if context_nlu is not None and nlu.confidence < self.thresholds.intent <= context_nlu.confidence:
+            nlu = context_nlu      # the follow-up is understood with the message it follows
         t = lap("understanding", t)
-        faq_hits = self.faq_index.search(nlu.embedding, self.top_k)
+        # The message's own words search on their own: read with the previous message, the entry just
+        # answered would come back first (merge_hits keeps it out of the context search).
+        faq_hits = self.faq_index.search(own_embedding, self.top_k)
+        if context_nlu is not None:
+            faq_hits = merge_hits(faq_hits, self.faq_index.search(context_nlu.embedding, self.top_k),
+                                  self.top_k, answered=context.faq_id)
         t = lap("retrieval", t)
         signals = self._signals(clean.text, nlu, state)
+        signals.follow_up = context is not None
         decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)
         t = lap("policy", t)
@@ -281,7 +294,9 @@ class Assistant:
         state.history.append({"role": "user", "text": user_text})
         state.history.append({"role": "assistant", "text": bot_text, "action": reply.action,
                               "intent": reply.intent, "confidence": round(float(reply.confidence), 4),
-                              "turn_id": reply.turn_id})
+                              "turn_id": reply.turn_id,
+                              **({"faq_id": reply.sources[0].faq_id} if reply.action == "answer_faq" and reply.sources
+                                 else {})})
         # The state and the transcript lines commit together (one transaction when the store has them).
         together = getattr(self.sessions, "transaction", None)
         with together() if together is not None else contextlib.nullcontext():

@@ -45,6 +45,7 @@ class Signals:
     out_of_scope: bool = False    # the calibrated OOS detector flags the message (service/oos.py)
     oos_score: float | None = None
     compare: tuple[str, ...] = ()  # the products a comparison request names ("A vs B"), two or more
+    follow_up: bool = False       # reads as a follow-up to the FAQ answer just given (service/context.py)
 
 
 @dataclass
@@ -130,6 +131,13 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if len(signals.compare) >= 2 and not state.flow:
         return Decision("compare", intent, reason="two products named to be compared",
                         extra={"products": list(signals.compare)})
+
+    # "And if I don't want it anymore, can I cancel?" right after a warranty answer: a follow-up that
+    # the FAQ answers on the same topic is answered, not taken for a new service request.
+    top = faq_hits[0] if faq_hits else None
+    if signals.follow_up and not signals.order_ref and not state.flow and top is not None and top.score >= th.faq \
+            and not signals.asks_human and not (confident and intent in small_talk):
+        return Decision("answer_faq", intent, [top.id], reason="a follow-up the FAQ answers")
 
     if flows_available:
         resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12

@@ -1,0 +1,55 @@
+"""Follow-ups: a short message that leans on the previous turn ("how long does that take?",
+"and how many days do I have?", "anything for military too?") is understood together with it.
+
+When the previous reply answered a FAQ and the new message reads like a follow-up, the engine
+parses the previous customer message and this one together (one more encoder pass, on follow-ups
+only) and merges that search with the message's own: the answer may come from either. The policy
+may then answer from the FAQ where the words alone would have started a flow or been called out of
+scope. (A small score bonus for the previous answer's topic was tried: no change on the validation
+dialogs, so it is not here.)
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from retrieval.index import Hit
+
+# Words that open a follow-up, or point back at what was just discussed.
+_OPENER = re.compile(r"^\s*(?:and|also|plus|so|but|ok(?:ay)?,?\s+(?:and|so)|what about|how about|same for|"
+                     r"anything|any)\b", re.I)
+_POINTS_BACK = re.compile(r"\b(?:it|that|this|they|them|those|these|there|one|too|either|also)\b", re.I)
+MAX_FOLLOW_UP_WORDS = 12
+
+
+@dataclass(frozen=True)
+class Context:
+    previous_user: str          # the previous customer message (redacted, as stored)
+    faq_id: str                 # the FAQ entry the previous reply answered with
+
+
+def follow_up_context(history: list[dict[str, Any]], text: str) -> Context | None:
+    """The context a follow-up message needs, or None when the message stands on its own."""
+    if len(history) < 2 or len(text.split()) > MAX_FOLLOW_UP_WORDS:
+        return None
+    last, before = history[-1], history[-2]
+    faq_id = last.get("faq_id")
+    if last.get("role") != "assistant" or last.get("action") != "answer_faq" or not faq_id:
+        return None
+    if before.get("role") != "user" or not before.get("text"):
+        return None
+    if not (_OPENER.search(text) or _POINTS_BACK.search(text)):
+        return None
+    return Context(str(before["text"]), str(faq_id))
+
+
+def merge_hits(own: list[Hit], with_context: list[Hit], k: int, answered: str | None = None) -> list[Hit]:
+    """One ranking from the message's own FAQ hits and those of the message read with its context:
+    each entry's best score. The entry just `answered` scores on the message alone: read with the
+    previous message it would always look like the answer again, and a follow-up asks for something new."""
+    best: dict[str, Hit] = {}
+    for hit in list(own) + [h for h in with_context if h.id != answered]:
+        if hit.id not in best or hit.score > best[hit.id].score:
+            best[hit.id] = hit
+    return sorted(best.values(), key=lambda h: -h.score)[:k]

@@ -1,0 +1,42 @@
+"""Follow-ups read with the previous turn (service/context.py) and their wiring in the engine."""
+from retrieval.index import Hit
+from service.context import follow_up_context, merge_hits
+
+AFTER_FAQ = [{"role": "user", "text": "how long does delivery take?"},
+             {"role": "assistant", "text": "3-5 business days.", "action": "answer_faq", "faq_id": "faq_ship_02"}]
+
+
+def test_a_short_follow_up_after_a_faq_answer_gets_the_previous_message():
+    ctx = follow_up_context(AFTER_FAQ, "and what if I need it faster?")
+    assert ctx is not None and ctx.previous_user == "how long does delivery take?" and ctx.faq_id == "faq_ship_02"
+    assert follow_up_context(AFTER_FAQ, "does that cost anything") is not None       # points back ("that")
+
+
+def test_messages_that_stand_on_their_own_get_no_context():
+    assert follow_up_context(AFTER_FAQ, "Where is my order HC-104240?") is None     # no opener, nothing pointed at
+    assert follow_up_context(AFTER_FAQ, "and " + "word " * 20) is None               # too long for a follow-up
+    assert follow_up_context([], "and what about that?") is None
+    after_flow = [AFTER_FAQ[0], {**AFTER_FAQ[1], "action": "order_status", "faq_id": None}]
+    assert follow_up_context(after_flow, "and what about that?") is None             # only after an FAQ answer
+
+
+def test_merged_hits_keep_each_entry_best_score_and_never_repeat_the_answer_from_context():
+    own = [Hit("faq_ship_03", 0.55, {}), Hit("faq_ship_02", 0.40, {})]
+    with_context = [Hit("faq_ship_02", 0.90, {}), Hit("faq_ship_03", 0.70, {}), Hit("faq_ship_01", 0.60, {})]
+    merged = merge_hits(own, with_context, k=3, answered="faq_ship_02")
+    assert [(h.id, h.score) for h in merged] == [("faq_ship_03", 0.70), ("faq_ship_01", 0.60), ("faq_ship_02", 0.40)]
+
+
+def test_the_engine_reads_a_follow_up_together_with_the_message_before(assistant, monkeypatch):
+    first = assistant.respond("ctx-1", "How much does shipping cost?")
+    assert first.action == "answer_faq"
+    parsed: list[str] = []
+    parse = assistant.nlu.parse
+    monkeypatch.setattr(assistant.nlu, "parse", lambda text: parsed.append(text) or parse(text))
+    reply = assistant.respond("ctx-1", "and does that take long?")
+    assert parsed == ["and does that take long?", "How much does shipping cost? and does that take long?"]
+    assert reply.action in ("answer_faq", "clarify")
+    monkeypatch.setattr(assistant, "use_context", False)
+    parsed.clear()
+    assistant.respond("ctx-1", "and does that take long?")
+    assert parsed == ["and does that take long?"]
