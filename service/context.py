@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retrieval.index import Hit
+if TYPE_CHECKING:   # retrieval.index loads FAISS; the engine imports this module on every start
+    from retrieval.index import Hit
 
 # Words that open a follow-up, or point back at what was just discussed.
 _OPENER = re.compile(r"^\s*(?:and|also|plus|so|but|ok(?:ay)?,?\s+(?:and|so)|what about|how about|same for|"
