@@ -23,6 +23,16 @@ from core.layout import ArtifactLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "demo.yaml"
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as results files and reports show it: relative to the project when inside it, else its
+    name (no machine's absolute paths in anything committed)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return p.name
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "polynomial", "cosine_with_restarts")
@@ -138,6 +148,10 @@ class ServerConfig(_Checks):
     # Addresses of the load balancers / reverse proxies whose X-Forwarded-For is believed (uvicorn's
     # forwarded_allow_ips, comma-separated; "" believes none), so per-client limits see the customer.
     trusted_proxies: str = ""
+    # /metrics: readable by direct connections from loopback and from these addresses/networks
+    # (comma-separated, e.g. the Prometheus server "10.0.0.5,10.1.0.0/16"); never through a proxy.
+    metrics_allow: str = ""
+    metrics_public: bool = False             # true: /metrics readable by anyone who reaches the server
 
     def validate(self, where: str) -> None:
         if not 0 < self.port < 65536:
@@ -181,6 +195,24 @@ class FlowsConfig(_Checks):
                            "max_failures_per_order", "max_failures_per_session", "lockout_s")
         self._fraction(where, "restocking_fee")
         self._not_negative(where, "backoff_s")
+
+
+@dataclass
+class MonitoringConfig(_Checks):
+    """Drift alerts in the operator console, the log and /metrics (evaluation/drift.py)."""
+    SECTION = "monitoring"
+    drift_psi: float = 0.2            # population stability index above this (intents, confidence): drift
+    drift_ks_pvalue: float = 0.01     # two-sample KS p-value below this (confidence), with PSI above its level
+    drift_distance_psi: float = 0.2   # PSI of the nearest-training-example distances above this: drift
+    min_messages: int = 50            # fewer live messages than this: no verdict (too noisy)
+    window_hours: float = 24.0        # the live sample: turns of the last this many hours
+    check_interval_s: float = 300.0   # how often the server re-checks (0: only on demand in the console)
+
+    def validate(self, where: str) -> None:
+        self._positive(where, "drift_psi", "drift_distance_psi", "window_hours")
+        self._fraction(where, "drift_ks_pvalue")
+        self._at_least_one(where, "min_messages")
+        self._not_negative(where, "check_interval_s")
 
 
 @dataclass
@@ -263,10 +295,12 @@ class TrainingSettings(LoopSettings):
     head_init: str = "logreg"             # "logreg": fit on frozen embeddings first; "random"
     logreg_c: float = 10.0
     wise_alphas: list[float] = field(default_factory=list)  # also try init + a * (trained - init)
+    corrections: bool = True              # merge the store's operator corrections into the data (training/feedback.py)
+    corrections_weight: int = 3           # each corrected example is repeated this many times
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        self._at_least_one(where, "contrastive_batch_size", "max_pairs_per_faq")
+        self._at_least_one(where, "contrastive_batch_size", "max_pairs_per_faq", "corrections_weight")
         self._positive(where, "logreg_c", "contrastive_scale", "anchor_temperature")
         self._not_negative(where, "contrastive_weight", "intent_pair_weight", "anchor_weight")
         self._one_of(where, "head_init", ("logreg", "random"))
@@ -355,10 +389,20 @@ class PipelineSettings(_Checks):
         self.steps = [s for s in PIPELINE_STEPS if s in self.steps]  # always in pipeline order
 
 
+@dataclass
+class GateConfig(_Checks):
+    """`gate:` when a candidate version may replace the served one (evaluation/gate.py)."""
+    SECTION = "gate"
+    tolerance: float = 0.01   # largest allowed drop in held-out dialog resolution (0.01 = one point)
+
+    def validate(self, where: str) -> None:
+        self._fraction(where, "tolerance")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "encoder": EncoderConfig, "retrieval": RetrievalConfig, "policy": PolicyConfig,
-    "server": ServerConfig, "store": StoreConfig, "flows": FlowsConfig, "retention": RetentionConfig, "training": TrainingSettings, "distill": DistillSettings,
-    "compression": CompressionSettings, "pipeline": PipelineSettings,
+    "server": ServerConfig, "store": StoreConfig, "flows": FlowsConfig, "retention": RetentionConfig, "monitoring": MonitoringConfig, "training": TrainingSettings, "distill": DistillSettings,
+    "compression": CompressionSettings, "pipeline": PipelineSettings, "gate": GateConfig,
 }
 SCALARS = ("name", "store_name", "artifacts_dir")
 PATH_SECTIONS = ("data",)
@@ -378,10 +422,12 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     distill: DistillSettings = field(default_factory=DistillSettings)
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    gate: GateConfig = field(default_factory=GateConfig)
 
     @property
     def layout(self) -> ArtifactLayout:

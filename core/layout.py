@@ -5,9 +5,14 @@
       served/    compressed student (training.compress)    indexes/  FAISS indexes, calibration, oos/
       runs/<model>/  checkpoints, logs, results.json       reports/  evaluation reports, latest/
       attendant.sqlite  sessions, transcripts, tickets, orders
+      models/v0001/ ...  the registry (training.models): each version a layout of its own (served/,
+                         indexes/, report/, gate.json, config.yaml, version.json); models/SERVED names
+                         the served one. teacher/ student/ served/ indexes/ above are then the build's
+                         workspace, and the app serves the version SERVED (or the store) names.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +21,14 @@ MODEL_KINDS = (TEACHER, STUDENT, SERVED)
 # The model the app serves: the first of these that has been built.
 SERVING_PREFERENCE = (SERVED, STUDENT, TEACHER)
 MODEL_META_FILE = "attendant.json"
+MODELS_DIR = "models"
+SERVED_POINTER = "SERVED"          # under models/: the served version's name, one line
+VERSION_FILE = "version.json"      # in each version folder
+VERSION_NAME = re.compile(r"^v\d{4,}$")
+
+
+def is_version_name(name: str) -> bool:
+    return bool(VERSION_NAME.match(str(name)))
 
 
 @dataclass(frozen=True)
@@ -66,3 +79,37 @@ class ArtifactLayout:
             if (folder / MODEL_META_FILE).is_file():
                 return folder
         return None
+
+    # -- the model registry (training.models writes it; the service only reads it) ---------------
+    @property
+    def models(self) -> Path:
+        return self.root / MODELS_DIR
+
+    @property
+    def served_pointer(self) -> Path:
+        return self.models / SERVED_POINTER
+
+    def version_dir(self, version: str) -> Path:
+        if not is_version_name(version):
+            raise ValueError(f"not a version name: {version!r} (expected e.g. v0001)")
+        return self.models / version
+
+    def version_layout(self, version: str) -> "ArtifactLayout":
+        """A version folder is laid out like the root: served/ (or student/, teacher/), indexes/."""
+        return ArtifactLayout(self.version_dir(version))
+
+    def versions(self) -> list[str]:
+        """Registered versions (folders holding a version.json), oldest first."""
+        if not self.models.is_dir():
+            return []
+        names = [p.name for p in self.models.iterdir()
+                 if p.is_dir() and is_version_name(p.name) and (p / VERSION_FILE).is_file()]
+        return sorted(names, key=lambda n: int(n[1:]))
+
+    def read_served_pointer(self) -> str | None:
+        """The version models/SERVED names, when it names a registered version."""
+        try:
+            name = self.served_pointer.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return name if is_version_name(name) and (self.models / name / VERSION_FILE).is_file() else None

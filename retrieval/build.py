@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
+# The training data with operators' corrections merged in (written by training.feedback, which the
+# retrieval layer cannot import): when its FAQ file is there, the index answers the corrected FAQ.
+CORRECTED_DATA_DIR = "training_data"
+
+
+def faq_source(config: Config) -> Path:
+    """The FAQ file to index: the pack's, or the pack with operators' corrections (new entries, added
+    paraphrases) when `python -m training.feedback prepare` or a training run has written it."""
+    corrected = Path(config.artifacts_dir) / CORRECTED_DATA_DIR / "faq.jsonl"
+    return corrected if corrected.is_file() else Path(config.data.faq)
 
 
 def build_command(config: Config) -> str:
@@ -50,12 +60,13 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
                   show_progress: bool = True) -> dict[str, Any]:
     """Build both indexes and the calibration for `config`; returns a summary dict."""
     t0 = time.perf_counter()
-    faqs = _unique(read_jsonl(config.data.faq, ("id", "question", "answer"), "FAQ entry"), config.data.faq, "FAQ")
+    faq_path = faq_source(config)
+    faqs = _unique(read_jsonl(faq_path, ("id", "question", "answer"), "FAQ entry"), faq_path, "FAQ")
     products = _unique(read_jsonl(config.data.products, ("id", "title", "category", "price"), "product"),
                        config.data.products, "product")
     intents = read_jsonl(config.data.intents, ("text", "intent"), "intent example")
     if not faqs:
-        raise DataError(f"{config.data.faq}: no FAQ entries")
+        raise DataError(f"{faq_path}: no FAQ entries")
     if not products:
         raise DataError(f"{config.data.products}: no products")
     embedder = embedder or served_embedder(config, encoder)

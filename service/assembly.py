@@ -4,9 +4,16 @@ Chooses the NLU (the served student when one has been built, else the pretrained
 loads the FAQ and product indexes that were built with that same encoder, and reads the
 calibrated thresholds. Missing or mismatched artifacts raise `ArtifactError` naming the
 command that builds them; `webapp.startup.ensure_artifacts` builds them for the app.
+
+With a model registry (training/models.py) the app serves a registered version instead: its folder
+(`<artifacts>/models/v0003/`) is laid out like the artifacts root, so `version_config` points a copy of
+the config at it and everything above loads from there. Which version: the store's setting
+`served_version` (shared by every replica) when it names a registered version, else `models/SERVED`;
+no registry: the root layout, exactly as before.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -26,6 +33,7 @@ from service.store import Store
 log = logging.getLogger(__name__)
 
 OOS_DIR = "oos"   # under the index folder: calibrated for the encoder the indexes were built with
+SERVED_SETTING = "served_version"   # store setting naming the served version (training/models.py writes it)
 
 
 def load_nlu(config: Config) -> NLU:
@@ -107,8 +115,53 @@ def open_store(config: Config, path: Path | None = None) -> Store:
     return store
 
 
+def served_version_name(config: Config, store: Store | None = None) -> str | None:
+    """The registered version to serve: the store's `served_version` setting when it names a version
+    of this config's registry, else `models/SERVED`; None without a registry (serve the root layout)."""
+    layout = config.layout
+    if store is not None:
+        setting = store.get_setting(SERVED_SETTING)
+        if setting is not None:
+            name = str(setting[0]).strip()
+            if name in layout.versions():
+                return name
+            log.warning("the store's %s names %r, which is not a version in %s; using %s", SERVED_SETTING,
+                        name, layout.models, layout.served_pointer)
+    return layout.read_served_pointer()
+
+
+def version_config(config: Config, version: str) -> Config:
+    """`config` pointed at a registered version's folder (its model, indexes, FAQ snapshot). Keep
+    opening the store from the original config: the version folder holds no store."""
+    folder = config.layout.version_dir(version)
+    if not (folder / "version.json").is_file():
+        raise ArtifactError(f"no version {version} in {config.layout.models}; list them with "
+                            f"`python -m training.models --config {config.path} list`")
+    return folder_config(config, folder)
+
+
+def folder_config(config: Config, folder: Path) -> Config:
+    """`config` with its artifacts read from `folder` (a version folder: served/, indexes/, data/faq.jsonl)."""
+    data = config.data
+    if (folder / "data" / "faq.jsonl").is_file():   # the FAQ its index was built from (answers by id)
+        data = dataclasses.replace(data, faq=folder / "data" / "faq.jsonl")
+    return config.replace(artifacts_dir=Path(folder), data=data)
+
+
+def build_version_assistant(config: Config, version: str | None, store: Store, **kwargs) -> Assistant:
+    """The assistant of one registered version (None: the root layout), answering as that version."""
+    if version is None:
+        return build_assistant(config, store=store, **kwargs)
+    vconfig = version_config(config, version)
+    if vconfig.layout.served_model_dir() is None:
+        raise ArtifactError(f"version {version} has no model folder in {vconfig.artifacts_dir}; roll back with "
+                            f"`python -m training.models --config {config.path} rollback`")
+    kwargs.setdefault("model_version", version)
+    return build_assistant(vconfig, store=store, **kwargs)
+
+
 def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None = None, **kwargs) -> Assistant:
-    from retrieval.build import load_indexes
+    from retrieval.build import faq_source, load_indexes
 
     nlu = nlu or load_nlu(config)
     store = store or open_store(config)
@@ -127,6 +180,6 @@ def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None 
     kwargs.setdefault("model_version", model_version_of(nlu))
     return Assistant(nlu=nlu, faq_index=faq_index, recommender=recommender, thresholds=thresholds,
                      store_name=config.store_name, max_message_chars=config.policy.max_message_chars,
-                     top_k=config.retrieval.top_k, faq_records=read_faq_records(config.data.faq),
+                     top_k=config.retrieval.top_k, faq_records=read_faq_records(faq_source(config)),
                      sessions=store, desk=store, transcripts=store, flows=flows, oos=oos,
                      support_hours=config.flows.support_hours, **kwargs)

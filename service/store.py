@@ -642,6 +642,10 @@ class Store:
             out.append(d)
         return out
 
+    def delete_correction(self, correction_id: int) -> bool:
+        """Withdraw one correction (an operator's mistake); True when it existed."""
+        return self._run("DELETE FROM corrections WHERE id = :id", {"id": int(correction_id)}) == 1
+
     # -- sessions (the SessionStore protocol) -------------------------------------------------
     def _read_state(self, conn: Connection, session_id: str, *, lock: bool = False) -> SessionState | None:
         raw = conn.execute(_sql("SELECT state FROM sessions WHERE session_id = :sid" + (self._for_update if lock else "")),

@@ -1,10 +1,12 @@
 """Helpers shared by the tests (one place): tiny deployments, a tiny teacher, the demo config in a
-temporary folder, a free port and a real `accelerate launch`. Fixtures live in tests/conftest.py."""
+temporary folder, a free port, a real `accelerate launch`, Debian's Chromium and a REST API client.
+Fixtures live in tests/conftest.py (and tests/webapp/conftest.py)."""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,13 +14,14 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import httpx
 import numpy as np
 import torch
 import yaml
 
-from core.config import PROJECT_ROOT, FlowsConfig
+from core.config import PROJECT_ROOT, Config, FlowsConfig, load_config
 from runtime.model import SupportModel
 from service.nlu import NLUResult
 
@@ -218,3 +221,108 @@ def make_teacher(encoder_dir: Path, out: Path, layers: int = 2) -> Path:
     model.fit_head(emb, ids, C=10.0)
     model.metadata = {"settings": {"seed": 42, "val_fraction": 0.2}, "intents_file": ""}
     return model.save_pretrained(out, validation=HELD_OUT)
+
+
+# ------------------------------------------------------------------- Chromium (Debian's, never `playwright install`)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def skip_module_without_chromium() -> None:
+    """Call at a browser test module's top: skips it where Chromium is missing, except in CI (which
+    installs it, so a missing one fails there)."""
+    import pytest
+
+    if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it",
+                    allow_module_level=True)
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright, closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+# ------------------------------------------------------------------- the REST API as a channel uses it
+API = "/api/v1"
+
+
+def api_start(url: str, key: str, **headers: str) -> httpx.Response:
+    """POST /conversations with an API key."""
+    return httpx.post(url + API + "/conversations", headers={"Authorization": f"Bearer {key}", **headers})
+
+
+def api_conversation(url: str, key: str) -> dict:
+    """A new conversation: {"conversation_id", "token", ...}."""
+    r = api_start(url, key)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def api_send(url: str, conv: dict, text: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"{url}{API}/conversations/{conv['conversation_id']}/messages", json={"text": text},
+                      headers={"X-Conversation-Token": conv["token"], **headers}, timeout=120)
+
+
+def api_history(url: str, conv: dict) -> httpx.Response:
+    return httpx.get(f"{url}{API}/conversations/{conv['conversation_id']}/messages",
+                     headers={"X-Conversation-Token": conv["token"]})
+
+
+# ------------------------------------------------------------------- the model registry and the gate
+REGISTRY_DIALOGS = [
+    {"id": "d1", "turns": [{"user": "hello there", "expect": {"action": "small_talk"}}]},
+    {"id": "d2", "turns": [{"user": "hi", "expect": {"action": "small_talk"}}]},
+    {"id": "d3", "turns": [{"user": "good evening", "expect": {"action": "small_talk"}}]},
+    {"id": "d4", "turns": [{"user": "where is my order", "expect": {"action": "order_status"}}]},
+    {"id": "d5", "turns": [{"user": "track my parcel", "expect": {"action": "order_status"}}]},
+    {"id": "d6", "turns": [{"user": "my parcel is late", "expect": {"action": "order_status"}}]},
+]
+
+
+def build_indexes_for(config: Config) -> None:
+    """The FAQ and product indexes of `config`, with its own served encoder."""
+    from retrieval.build import build_indexes
+    from service.assembly import load_nlu
+
+    build_indexes(config, embedder=load_nlu(config).embedder, show_progress=False)
+
+
+def install_teacher(config: Config, encoder_dir: Path, *, broken: bool = False, note: str = "") -> None:
+    """Put a (new) build in the artifacts folder's teacher/: the tiny teacher, its labels rotated when
+    `broken`, `note` written into its metadata (another build of the same quality)."""
+    teacher = config.layout.teacher
+    shutil.rmtree(teacher, ignore_errors=True)
+    make_teacher(encoder_dir, teacher)
+    if broken:
+        labels = json.loads((teacher / "labels.json").read_text())
+        (teacher / "labels.json").write_text(json.dumps(labels[1:] + labels[:1]))
+    if note:
+        meta = json.loads((teacher / "attendant.json").read_text())
+        (teacher / "attendant.json").write_text(json.dumps({**meta, "note": note}))
+
+
+def registry_project(root: Path, encoder_dir: Path) -> Config:
+    """A tiny deployment for the model registry and the gate: held-out dialogs, a built teacher and
+    its indexes (nothing registered)."""
+    path = write_project(root, encoder_dir)
+    with open(root / "dialogs.jsonl", "w", encoding="utf-8") as fh:
+        for d in REGISTRY_DIALOGS:
+            fh.write(json.dumps(d) + "\n")
+    raw = yaml.safe_load(path.read_text())
+    raw["data"]["dialogs"] = "dialogs.jsonl"
+    raw["gate"] = {"tolerance": 0.01}
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    install_teacher(config, encoder_dir)
+    build_indexes_for(config)
+    return config

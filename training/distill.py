@@ -339,6 +339,7 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
         load_intents,
         rows_of,
     )
+    from retrieval.build import faq_source
     from training.losses import EmbeddingDistillationLoss
 
     loop = Loop(settings, options, work_dir=work_dir, name="distillation", fix_hint=fix_hint, seed=seed)
@@ -369,8 +370,9 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
         test_set = load_intents(options.test_file, known_labels=splits.labels)
         test_texts, test_labels = list(test_set["text"]), [label2id[i] for i in test_set["intent"]]
     faq_texts: list[str] = []
-    if settings.include_faq and not options.no_faq and config.data.faq and Path(config.data.faq).is_file():
-        for rec in load_faq(config.data.faq):
+    faq_file = faq_source(config)  # with operators' corrections when training.train merged them
+    if settings.include_faq and not options.no_faq and faq_file.is_file():
+        for rec in load_faq(faq_file):
             faq_texts += [rec.question, *rec.paraphrases]
     corpus = distillation_texts(
         list(splits.train["text"]), [label2id[i] for i in splits.train["intent"]],

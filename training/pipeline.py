@@ -15,6 +15,15 @@ Each step runs only when its output is missing or out of date (or with `--force`
 A forced step makes every later step of the run out of date. Training and distillation run in
 this process, on one process (the app's first run uses `run_pipeline`); for several processes or
 GPUs run them with `accelerate launch` first: the pipeline then finds them done.
+
+The steps write the build's workspace (teacher/, student/, served/, indexes/, reports/ under the
+artifacts folder). At the end the build is registered as a new CANDIDATE version
+(`<artifacts>/models/vNNNN/`, training/models.py): the served version is never touched by a build;
+`python -m training.models promote vNNNN` puts it through the gate. One exception, so that a fresh
+clone's `python app.py` just works: when no version is served yet (the very first build, or the first
+run after upgrading from an unversioned artifacts folder), the new version is served at once.
+A build already registered (same model, same data hash) registers nothing new; `--no-register`
+skips this step.
 """
 from __future__ import annotations
 
@@ -155,11 +164,15 @@ def _run_step(step: str, config: Config, max_steps: int | None) -> dict[str, Any
 
 def run_pipeline(config: Config, steps: Sequence[str] | str | None = None, force: bool = False, *,
                  max_steps: int | None = None,
-                 on_step: Callable[[int, int, str, str], None] | None = None) -> dict[str, Any]:
-    """Run the steps that are missing or out of date (all of `steps` with `force`), in order.
+                 on_step: Callable[[int, int, str, str], None] | None = None,
+                 register: bool = True, store: Any = None) -> dict[str, Any]:
+    """Run the steps that are missing or out of date (all of `steps` with `force`), in order, then
+    register the build as a candidate version (`register`; the first one is served, see above).
 
-    Returns {"steps": {step: {"status": "done"|"skipped", "why", "seconds", ...}}, "seconds": total}.
-    `on_step(i, n, step, message)` is called before each step (for a progress display).
+    Returns {"steps": {step: {"status": "done"|"skipped", "why", "seconds", ...}}, "seconds": total,
+    "version": {"name", "created", "status", "served"} | None}.
+    `on_step(i, n, step, message)` is called before each step (for a progress display). `store`: where
+    the registry shares the served version (default: the config's store).
     """
     if steps is not None and not isinstance(steps, str) and len(steps) == 0:
         return {"steps": {}, "seconds": 0.0}   # e.g. a config whose pipeline serves without building
@@ -186,10 +199,34 @@ def run_pipeline(config: Config, steps: Sequence[str] | str | None = None, force
         results[step] = {"status": "done", "why": why, "seconds": seconds, **out}
         rebuilt = True
         log.info("[%d/%d] %s: done in %.0f s", i, len(chosen), step, seconds)
+    version = register_build(config, results, store) if register else None
     total = round(time.perf_counter() - t_all, 1)
     log.info("pipeline finished in %.0f s (%s)", total,
              ", ".join(f"{s} {r['status']}" for s, r in results.items()))
-    return {"steps": results, "seconds": total}
+    return {"steps": results, "seconds": total, "version": version}
+
+
+def register_build(config: Config, results: dict[str, Any], store: Any = None) -> dict[str, Any] | None:
+    """The build as a registered version (training/models.py); None when there is no trained model
+    or the build is incomplete (e.g. `--steps train`: the indexes are not built for it yet)."""
+    from training.models import Registry
+
+    registry = Registry(config, store)
+    evaluated = (results.get("evaluate") or {}).get("output") if (results.get("evaluate") or {}).get("status") == "done" else None
+    try:
+        version, created = registry.register(report_dir=Path(evaluated) if evaluated else None)
+    except ArtifactError as exc:
+        log.warning("the build was not registered as a version: %s", exc)
+        return None
+    if version is None:
+        return None
+    served = registry.served_name()
+    if created and served == version.name:
+        log.info("registered %s and serving it (no version was served before)", version.name)
+    elif created:
+        log.info("registered %s as a candidate; serve it with `python -m training.models --config %s promote %s` "
+                 "(gated against %s)", version.name, config.path, version.name, served)
+    return {"name": version.name, "created": created, "status": version.status, "served": served == version.name}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -203,15 +240,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="run the chosen steps even when they are up to date")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="optimizer steps for train and distill (a quick build; default: their epochs)")
+    parser.add_argument("--no-register", action="store_true",
+                        help="do not register the build as a candidate version in <artifacts>/models")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     config = config_from_args(args)
     steps = parse_steps(args.steps) if args.steps else None
-    result = run_pipeline(config, steps, args.force, max_steps=args.max_steps)
+    result = run_pipeline(config, steps, args.force, max_steps=args.max_steps, register=not args.no_register)
     for step, r in result["steps"].items():
         detail = f"{r['seconds']:.0f} s" if r["status"] == "done" else r["why"]
         print(f"{step:9s} {r['status']:8s} {detail}")
     print(f"total     {result['seconds']:.0f} s; artifacts in {config.artifacts_dir}")
+    version = result.get("version")
+    if version:
+        what = "served" if version["served"] else version["status"]
+        print(f"version   {version['name']} ({'new' if version['created'] else 'already registered'}, {what})"
+              + ("" if version["served"] else f"; promote it with `python -m training.models --config "
+                                                f"{config.path} promote {version['name']}`"))
     return 0
 
 

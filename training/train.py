@@ -166,6 +166,7 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
         tokenize_intents,
         tokenize_pairs,
     )
+    from training.feedback import prepare_training_data
 
     loop = Loop(settings, options, work_dir=work_dir, name="training", fix_hint=fix_hint)
     acc, log = loop.accelerator, loop.log
@@ -174,13 +175,17 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
                           f"({loop.plan.per_process}) must be even (it holds pairs)")
 
     # ------------------------------------------------------------------ data
-    splits = load_intent_splits(options.train_file or config.data.intents, validation_source=options.validation_file,
+    # Operators' corrections merged into the pack (training.feedback); one process per machine writes them.
+    with acc.local_main_process_first():
+        data = prepare_training_data(config)
+    intents_source = options.train_file or data.intents
+    splits = load_intent_splits(intents_source, validation_source=options.validation_file,
                                 val_fraction=settings.val_fraction, seed=settings.seed,
                                 min_examples=settings.min_examples_per_intent)
     test_set = load_intents(options.test_file, known_labels=splits.labels) if options.test_file else None
     pairs = None
     if settings.contrastive_weight > 0 and not options.no_faq:
-        pairs = faq_pairs(load_faq(config.data.faq), max_pairs_per_faq=settings.max_pairs_per_faq, seed=settings.seed)
+        pairs = faq_pairs(load_faq(data.faq), max_pairs_per_faq=settings.max_pairs_per_faq, seed=settings.seed)
     pair_plan = None
     if pairs is not None:
         # Fewer pairs than a batch: the largest batch that still divides over the processes.
@@ -266,7 +271,8 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
         labels=splits.labels, output_dir=output_dir, validation_dataset=val_ds, test_dataset=test_ds,
         validation_rows=rows_of(splits.validation), wise_alphas=settings.wise_alphas,
         meta={"contrastive_pairs": len(pair_ds) if pair_ds is not None else 0,
-              "intents_file": str(options.train_file or config.data.intents)},
+              "intents_file": str(intents_source), "faq_file": str(data.faq), "corrections": data.corrections,
+              "corrections_weight": data.weight, "data_sha256": data.digest},
         results={"head_init_seconds": round(head_init_seconds, 2)},
     )
     return loop.run(task)
