@@ -4,6 +4,8 @@
     POST   /api/v1/conversations/{id}/messages      X-Conversation-Token: <token>, {"text": ...} -> the Reply
     GET    /api/v1/conversations/{id}/messages      X-Conversation-Token -> the (redacted) history
     DELETE /api/v1/conversations/{id}               X-Conversation-Token -> 204; the token ends
+    POST   /api/v1/conversations/{id}/turns/{turn_id}/feedback   X-Conversation-Token, {"value": "up"|"down"|"none"}
+    POST   /api/v1/conversations/{id}/rating        X-Conversation-Token, {"rating": 1..5, "comment"?: ...} -> 201
     GET    /api/v1/health                           -> {"status": "ok", ...} (for load balancers)
 
 A conversation is started with an API key (webapp/apikeys.py) and then used with the token the
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Literal
 
 from anyio.to_thread import run_sync
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Request
@@ -25,12 +27,17 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from service.pii import redact
 from service.reply import ProductCard, Source
 from webapp.apikeys import check_key, live_key, origin_allowed
+from webapp.metrics import record_feedback
 from webapp.security import TokenEntry, WebGuard, header, refuse
 
 API_PREFIX = "/api/v1"
 CONVERSATION_ID = r"^api-[0-9a-f]{32}$"
+TURN_ID = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_COMMENT_CHARS = 2000
+FEEDBACK_VALUES = {"up": 1, "down": -1, "none": 0}
 
 
 # --------------------------------------------------------------------------------- schemas
@@ -76,6 +83,26 @@ class HistoryMessage(BaseModel):
 class HistoryOut(BaseModel):
     conversation_id: str
     messages: list[HistoryMessage]
+
+
+class TurnFeedbackIn(BaseModel):
+    value: Literal["up", "down", "none"] = Field(description="thumbs up, thumbs down, or withdraw the thumbs")
+
+
+class TurnFeedbackOut(BaseModel):
+    turn_id: str
+    value: Literal["up", "down", "none"]
+
+
+class RatingIn(BaseModel):
+    rating: int = Field(ge=1, le=5, description="how the conversation went, 1 (bad) to 5 (very good)")
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS,
+                                description="optional words; personal data is redacted before it is stored")
+
+
+class RatingOut(BaseModel):
+    rating: int
+    model_version: str = Field(description="the model version the rating is recorded against")
 
 
 class HealthOut(BaseModel):
@@ -168,6 +195,29 @@ def api_router(assistant: Any, guard: WebGuard, store: Any) -> APIRouter:
               x_conversation_token: str | None = Header(None, max_length=100)):
         guard.api.revoke(x_conversation_token)
         return Response(status_code=204)
+
+    @router.post("/conversations/{conversation_id}/turns/{turn_id}/feedback", response_model=TurnFeedbackOut,
+                 summary="Thumbs up or down on one of the assistant's replies (its `turn_id`)")
+    def turn_feedback(feedback: TurnFeedbackIn, entry: TokenEntry = Depends(conversation),
+                      turn_id: str = Path(..., pattern=TURN_ID, max_length=64)):
+        if not guard.conversation_limiter.allow(entry.session_id):
+            raise limited("conversation")
+        # Only a turn of this conversation can be rated: the store matches turn and conversation together.
+        if not store.set_turn_feedback(entry.session_id, turn_id, FEEDBACK_VALUES[feedback.value]):
+            raise ApiError(404, "not_found", "No such reply in this conversation.")
+        if FEEDBACK_VALUES[feedback.value]:
+            record_feedback("thumb", FEEDBACK_VALUES[feedback.value])
+        return TurnFeedbackOut(turn_id=turn_id, value=feedback.value)
+
+    @router.post("/conversations/{conversation_id}/rating", status_code=201, response_model=RatingOut,
+                 summary="Rate the conversation from 1 to 5, with an optional comment")
+    def rate(rating: RatingIn, entry: TokenEntry = Depends(conversation)):
+        if not guard.conversation_limiter.allow(entry.session_id):
+            raise limited("conversation")
+        version = str(getattr(assistant, "model_version", "") or "")
+        store.add_feedback(entry.session_id, rating.rating, redact(rating.comment or ""), model_version=version or None)
+        record_feedback("rating", rating.rating)
+        return RatingOut(rating=rating.rating, model_version=version)
 
     @router.get("/health", response_model=HealthOut, summary="Liveness for load balancers")
     def health():

@@ -62,6 +62,10 @@ def create_server(assistant: Assistant, config: Config, *, store: Any | None = N
         return FileResponse(STATIC / "widget.js", media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=300"})
 
+    # Prometheus /metrics (loopback or server.metrics_allow only) and the drift check: webapp/metrics.py.
+    from webapp.metrics import install_monitoring
+    install_monitoring(app, assistant, config, store)
+
     @app.get("/operator", include_in_schema=False)
     def operator_without_slash():
         return RedirectResponse("/operator/", status_code=307)

@@ -9,9 +9,13 @@ import time
 import httpx
 import pytest
 
+from tests.helpers import API
+from tests.helpers import api_conversation as conversation
+from tests.helpers import api_history as history
+from tests.helpers import api_send as send
+from tests.helpers import api_start as start
 from tests.webapp.conftest import apikeys_cli
 
-API = "/api/v1"
 CONVERSATION_ID = re.compile(r"^api-[0-9a-f]{32}$")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{43,}$")
 SHOP = "https://shop.example"
@@ -20,26 +24,6 @@ CANCEL_ORDER, CANCEL_EMAIL = "HC-104277", "liam.oconnell@example.com"
 
 
 # ------------------------------------------------------------------------------------ helpers
-def start(url: str, key: str, **headers: str) -> httpx.Response:
-    return httpx.post(url + API + "/conversations", headers={"Authorization": f"Bearer {key}", **headers})
-
-
-def conversation(url: str, key: str) -> dict:
-    r = start(url, key)
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def send(url: str, conv: dict, text: str, **headers: str) -> httpx.Response:
-    return httpx.post(f"{url}{API}/conversations/{conv['conversation_id']}/messages", json={"text": text},
-                      headers={"X-Conversation-Token": conv["token"], **headers}, timeout=120)
-
-
-def history(url: str, conv: dict) -> httpx.Response:
-    return httpx.get(f"{url}{API}/conversations/{conv['conversation_id']}/messages",
-                     headers={"X-Conversation-Token": conv["token"]})
-
-
 def assert_error(r: httpx.Response, status: int, code: str | None = None) -> dict:
     """The API's one error shape: `{"error": {"code": ..., "message": ...}}`, as JSON."""
     assert r.status_code == status, (r.status_code, r.text)
@@ -246,7 +230,9 @@ def test_openapi_schema_and_health(url):
     schema = r.json()
     paths = schema["paths"]
     assert set(paths) == {API + "/conversations", API + "/conversations/{conversation_id}/messages",
-                          API + "/conversations/{conversation_id}", API + "/health"}
+                          API + "/conversations/{conversation_id}", API + "/health",
+                          API + "/conversations/{conversation_id}/turns/{turn_id}/feedback",
+                          API + "/conversations/{conversation_id}/rating"}
     assert set(paths[API + "/conversations/{conversation_id}/messages"]) == {"get", "post"}
     assert "delete" in paths[API + "/conversations/{conversation_id}"]
     post = paths[API + "/conversations"]["post"]
@@ -255,6 +241,74 @@ def test_openapi_schema_and_health(url):
     assert "debug" not in schema["components"]["schemas"]["ReplyOut"]["properties"]
     assert httpx.get(url + API + "/docs").status_code == 200
     assert httpx.get(url + API + "/health").json() == {"status": "ok", "store": "sqlite"}
+
+
+# ------------------------------------------------------------------------ customer feedback
+def feedback(url: str, conv: dict, turn_id: str, body: object, token: str | None = None) -> httpx.Response:
+    return httpx.post(f"{url}{API}/conversations/{conv['conversation_id']}/turns/{turn_id}/feedback", json=body,
+                      headers={"X-Conversation-Token": token or conv["token"]})
+
+
+def rating(url: str, conv: dict, body: object, token: str | None = None) -> httpx.Response:
+    return httpx.post(f"{url}{API}/conversations/{conv['conversation_id']}/rating", json=body,
+                      headers={"X-Conversation-Token": token or conv["token"]})
+
+
+@pytest.fixture(scope="module")
+def app_store(app_server):
+    from core.config import load_config
+    from service.assembly import open_store
+
+    return open_store(load_config(app_server["config"]))
+
+
+def test_thumbs_on_a_turn_are_stored_with_it(url, key, app_store):
+    conv = conversation(url, key)
+    first = send(url, conv, "How long does standard delivery take?").json()
+    second = send(url, conv, "thanks a lot").json()
+    assert re.fullmatch(r"t-[0-9a-f]{16}", first["turn_id"]) and first["model_version"]
+
+    def stored() -> list:
+        return [t["feedback"] for t in app_store.turns(session_id=conv["conversation_id"])]
+
+    r = feedback(url, conv, first["turn_id"], {"value": "up"})
+    assert r.status_code == 200 and r.json() == {"turn_id": first["turn_id"], "value": "up"}
+    assert feedback(url, conv, second["turn_id"], {"value": "down"}).status_code == 200
+    assert stored() == [1, -1]
+    assert feedback(url, conv, second["turn_id"], {"value": "none"}).status_code == 200   # withdrawn
+    assert stored() == [1, None]
+    turns = app_store.turns(session_id=conv["conversation_id"])
+    assert turns[0]["model_version"] == first["model_version"]                  # stored with its version
+
+
+def test_thumbs_only_on_the_conversations_own_turns(url, key, app_store):
+    conv, other = conversation(url, key), conversation(url, key)
+    mine = send(url, conv, "hello").json()["turn_id"]
+    theirs = send(url, other, "hello").json()["turn_id"]
+    assert_error(feedback(url, conv, theirs, {"value": "down"}), 404, "not_found")     # another conversation's
+    assert_error(feedback(url, conv, "t-0000000000000000", {"value": "up"}), 404, "not_found")
+    assert_error(feedback(url, conv, mine, {"value": "up"}, token=other["token"]), 404, "not_found")
+    assert_error(feedback(url, conv, mine, {"value": "up"}, token="not-a-token"), 401, "bad_token")
+    assert_error(feedback(url, conv, mine, {"value": "sideways"}), 422, "invalid_request")
+    assert_error(feedback(url, conv, mine, {}), 422, "invalid_request")
+    assert_error(feedback(url, conv, "bad id!", {"value": "up"}), 422)
+    assert [t["feedback"] for t in app_store.turns(session_id=other["conversation_id"])] == [None]
+
+
+def test_rating_a_conversation(url, key, app_store):
+    conv = conversation(url, key)
+    send(url, conv, "I want to talk to a person")
+    since = time.time() - 1
+    r = rating(url, conv, {"rating": 2, "comment": "Slow. Call me on 415-555-0199 or jane.roe@example.com"})
+    assert r.status_code == 201 and r.json()["rating"] == 2 and r.json()["model_version"]
+    assert rating(url, conv, {"rating": 5}).status_code == 201                   # the comment is optional
+    stored = [x for x in app_store.ratings(since=since) if x["session_id"] == conv["conversation_id"]]
+    assert [x["rating"] for x in stored] == [2, 5]
+    assert "Slow." in stored[0]["comment"] and "415-555-0199" not in stored[0]["comment"]
+    assert "jane.roe@example.com" not in stored[0]["comment"] and stored[0]["model_version"] == r.json()["model_version"]
+    for bad in ({"rating": 0}, {"rating": 6}, {"rating": "five"}, {}, {"rating": 3, "comment": "x" * 2001}):
+        assert_error(rating(url, conv, bad), 422, "invalid_request")
+    assert_error(rating(url, conv, {"rating": 3}, token="not-a-token"), 401, "bad_token")
 
 
 # ------------------------------------------------------- the per-conversation limit, in process
