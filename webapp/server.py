@@ -25,7 +25,7 @@ from service.engine import Assistant
 from service.operator import OperatorConsole
 from webapp.api import ApiCors, api_router, install_error_handlers
 from webapp.console import build_operator_console
-from webapp.customer import CSS, build_customer_page
+from webapp.customer import CSS, PAGE_JS, build_customer_page
 from webapp.security import GuardMiddleware, WebGuard
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def create_server(assistant: Assistant, config: Config, *, store: Any | None = N
         blocks.queue(default_concurrency_limit=CHAT_CONCURRENCY)
     # Mounted last and in this order: "/" would otherwise catch /operator and /api/v1.
     gr.mount_gradio_app(app, operator, path="/operator", footer_links=[], max_file_size=guard.max_body_bytes)
-    gr.mount_gradio_app(app, customer, path="", css=CSS, footer_links=[], max_file_size=guard.max_body_bytes)
+    gr.mount_gradio_app(app, customer, path="", css=CSS, js=PAGE_JS, footer_links=[],
+                        max_file_size=guard.max_body_bytes)
     # The last added runs first: CORS headers go on every API answer, the guard's refusals included
     # (a browser shows a 429 without them as a network error); the guard still runs before anything
     # parses a body (ApiCors reads headers only).

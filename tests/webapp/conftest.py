@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT, running_app, write_demo_config
+from tests.helpers import PROJECT_ROOT, chromium, running_app, write_demo_config
 
 # Every test process talks from 127.0.0.1: the shared server's per-client and per-conversation limits
 # are raised so the tests don't throttle each other; the limits themselves are tested on their own.
@@ -57,3 +57,10 @@ def make_api_key(app_server):
         return apikeys_cli(app_server["config"], *args)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the module's browser tests (each test opens its own context or page)."""
+    with chromium() as launched:
+        yield launched

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
-import shutil
 import threading
 import time
 import urllib.error
@@ -13,19 +11,14 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import chromium, free_port, skip_module_without_chromium
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 REPLY_TIMEOUT = 90_000
 XSS = "<img src=x onerror=\"document.title='pwned'\"> <b>bold</b>"
 
-if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it",
-                allow_module_level=True)
+skip_module_without_chromium()
 
 STORE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -94,11 +87,8 @@ def store_site(app_server, make_api_key, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(store_site):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+    with chromium() as launched:   # after the store's site is up
+        yield launched
 
 
 @pytest.fixture
