@@ -70,6 +70,18 @@ def build_operator_console(console: OperatorConsole | None, guard: WebGuard, con
             logout = gr.Button("Log out", size="sm")
             with gr.Tab("Tickets"):
                 tickets, transcript = _tickets(ctx, message)
+            with gr.Tab("Review"):
+                from webapp.review_tab import build_review_tab
+
+                build_review_tab(ctx)
+            with gr.Tab("Monitoring"):
+                from webapp.monitoring_tab import build_monitoring_tab
+
+                build_monitoring_tab(ctx)
+            with gr.Tab("Versions"):
+                from webapp.versions_tab import build_versions_tab
+
+                build_versions_tab(ctx)
             if config is not None:
                 with gr.Tab("Model"):
                     from webapp.model_tab import build_model_tab
