@@ -21,7 +21,7 @@ from evaluation.report import SUMMARY_KEYS, build_report, render_markdown, write
 from service.engine import Assistant
 from service.flows import FlowRunner
 from service.store import Store
-from tests.evaluation.test_evaluate import (
+from tests.evaluation.world import (
     FIXTURES,
     TH,
     WORLD,
