@@ -28,7 +28,7 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import load_config  # noqa: E402
+from core.config import load_config, shown_path  # noqa: E402
 from evaluation.dialog import DialogEvaluator  # noqa: E402
 from evaluation.evaluate import assistant_factory  # noqa: E402
 from service.assembly import load_nlu  # noqa: E402
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['run']:<22}" + "".join(f"{r[k]:>17.3f}" if r[k] is not None else f"{'-':>17}" for k in METRICS))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"dialogs": args.dialogs, "rows": rows}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"dialogs": shown_path(args.dialogs), "rows": rows}, indent=2) + "\n")
     return 0
 
 

@@ -67,6 +67,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.config import shown_path  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 DEMO_ORDERS = ROOT / "data" / "demo" / "orders.jsonl"
 API = "/api/v1"
@@ -620,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     orders = read_orders(Path(orders_path) if orders_path else None)
     results: dict[str, Any] = {
         "command": " ".join(["python benchmarks/load_bench.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(), "config": str(config),
+        "machine": machine_info(), "config": shown_path(config),
         "build_steps": args.build_steps if own_config else "as the config says",
         "limits_raised": LIMITS, "app_sets": args.app_set, "goals": GOALS, "goals_text": GOALS_TEXT,
         "client": f"asyncio + one httpx.AsyncClient {httpx.__version__}, in this process",

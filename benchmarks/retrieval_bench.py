@@ -38,7 +38,7 @@ from runtime.loading import served_embedder  # noqa: E402
 from retrieval.faq import FaqIndex, calibrate_faq_threshold  # noqa: E402
 from retrieval.recommend import Recommender  # noqa: E402
 from core.cli import run_cli, setup_logging  # noqa: E402
-from core.config import Config, load_config  # noqa: E402
+from core.config import Config, load_config, shown_path  # noqa: E402
 from core.errors import ConfigError  # noqa: E402
 
 
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     requests = read_jsonl(config.data.shopping_requests, ("text", "relevant_ids"), "shopping request")
 
     results: dict[str, Any] = {
-        "config": str(config.path),
+        "config": shown_path(config.path),
         "encoder": embedder.name,
         "encoder_fingerprint": embedder.fingerprint,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
