@@ -168,6 +168,10 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if signals.shopping and SHOPPING_ASK.search(text) and \
             not (confident and faq_category(intent) and top is not None and top.score >= th.faq):
         return Decision("recommend", intent, reason="asks whether the store sells a catalogue item")
+    # "How much income tax do I owe on my side business?": the NLU is sure it is outside the shop's
+    # job; an FAQ entry that shares a few words (payments) does not make it one.
+    if confident and intent in out_of_scope and not signals.order_ref and not signals.shopping:
+        return Decision("out_of_scope", intent, reason="the NLU is sure it is out of scope")
     if top is not None and top.score >= th.faq:
         if confident and faq_category(intent):
             # The NLU vouches for the topic: take the best answer within it when it is close to the top.

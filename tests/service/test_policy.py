@@ -74,6 +74,14 @@ def test_out_of_scope_is_honest():
     assert act("out_of_scope", [H("a", 0.2)]).action == "out_of_scope"
 
 
+def test_a_sure_out_of_scope_reading_wins_over_an_faq_that_shares_words():
+    hits = [H("faq_pay_05", 0.7, {"category": "payments"})]
+    d = act("out_of_scope", hits, text="how much income tax do I owe on my side business?")
+    assert d.action == "out_of_scope"
+    # unsure: the FAQ answer stands
+    assert act("out_of_scope", hits, conf=0.3, text="do you charge tax").action == "answer_faq"
+
+
 def test_low_confidence_and_no_faq_falls_back():
     assert act("faq_shipping", [H("a", 0.2)], conf=0.2).action == "fallback"
 
