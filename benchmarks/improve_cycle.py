@@ -110,6 +110,24 @@ def held_out_resolution(config: Any, workdir: Path) -> dict[str, Any]:
             "task_success": result.metrics.get("task_success"), "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def gate_summary(config: Any, candidate: Path, served: Path, store: Any, out_dir: Path) -> dict[str, Any] | str:
+    """The gate's verdict on `candidate` against `served` (held-out + the regression set), or why it failed."""
+    from evaluation.gate import run_gate
+
+    try:
+        run_gate(config, candidate, served, store=store, out_dir=out_dir)
+        report = json.loads((out_dir / "gate.json").read_text())
+    except Exception as exc:  # report, don't hide: the cycle's other figures still stand
+        return f"gate failed: {type(exc).__name__}: {exc}"
+    regression = report["regression"]
+    return {"passed": report["passed"], "reasons": report["reasons"],
+            "regression": {k: len(regression[k]) if isinstance(regression[k], list) else regression[k]
+                           for k in ("count", "broke", "fixed")},
+            "held_out": report["held_out"].get("delta"),
+            "held_out_resolution": {side: (report["held_out"].get(side) or {}).get("resolution")
+                                    for side in ("served", "candidate")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(PROJECT_ROOT / "configs" / "demo.yaml"))
@@ -233,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     build_indexes(config, show_progress=False)
     timings["index_only_rebuild"] = round(time.perf_counter() - t0, 1)
     out["fixed_index_only"] = fixed_count("index-only")
+    if not args.no_gate:   # the same model with the corrected FAQ index is a candidate too
+        out["gate_index_only"] = gate_summary(config, art, tmp / "before", store, tmp / "gate-index-only")
 
     # 3b. retrain with the corrections (train, distil, compress, index) in the copy
     from training import pipeline
@@ -261,25 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     # 4. held-out after (reported only)
     out["held_out_after"] = held_out_resolution(config, tmp / "eval-after")
 
-    # 5. the gate, when it exists
-    out["gate"] = None
+    # 5. the gate: the retrained candidate against the served version
     if not args.no_gate:
-        try:
-            from evaluation.gate import run_gate
-
-            t0 = time.perf_counter()
-            run_gate(config, art, tmp / "before", store=store, out_dir=tmp / "gate")
-            timings["gate"] = round(time.perf_counter() - t0, 1)
-            report = json.loads((tmp / "gate" / "gate.json").read_text())
-            out["gate"] = {"passed": report["passed"], "reasons": report["reasons"],
-                           "regression": {k: report["regression"][k] if not isinstance(report["regression"][k], list)
-                                          else len(report["regression"][k]) for k in ("count", "broke", "fixed")},
-                           "held_out": report["held_out"].get("delta")}
-            del gate
-        except ImportError:
-            out["gate"] = "evaluation.gate is not available: retrain + evaluate only"
-        except Exception as exc:  # report, don't hide: the cycle's other figures still stand
-            out["gate"] = f"gate failed: {type(exc).__name__}: {exc}"
+        t0 = time.perf_counter()
+        out["gate"] = gate_summary(config, art, tmp / "before", store, tmp / "gate")
+        timings["gate"] = round(time.perf_counter() - t0, 1)
     timings["cycle_export_retrain_gate"] = round(timings["export"] + timings["retrain"] + timings.get("gate", 0.0), 1)
     out["seconds"] = timings
     before, after = out["held_out_before"]["resolution"], out["held_out_after"]["resolution"]
@@ -292,14 +298,18 @@ def main(argv: list[str] | None = None) -> int:
 
     n = out["corrections"]["count"]
     print("\n| step | figure |\n|---|---|")
-    print(f"| validation dialogs played | {len(val)} dialogs, {len(played)} turns, {len(failed)} failed |")
+    print(f"| validation dialogs played | {len(val)} dialogs, {len(played)} turns, {out['validation']['failed_turns']} failed |")
+    if "topped_up_from_train_dialogs" in out:
+        top = out["topped_up_from_train_dialogs"]
+        print(f"| topped up from the generated training dialogs | {top['dialogs']} dialogs, {top['failed_turns']} failed |")
     print(f"| corrections (review-queue order) | {n}: {out['corrections']['kinds']} |")
     print(f"| already right when replayed unchanged (control) | {out['fixed_without_changes']} / {n} |")
     print(f"| fixed, FAQ index rebuilt only ({timings['index_only_rebuild']} s) | {out['fixed_index_only']} / {n} |")
     print(f"| fixed after retrain ({timings['retrain']} s) | {out['fixed_after_retrain']} / {n} |")
     print(f"| regression set passed (one-turn dialogs) | {out['regression_passed']} / {len(regression)} |")
     print(f"| held-out resolution before -> after | {before:.3f} -> {after:.3f} ({out['held_out_delta_points']:+.1f} points) |")
-    print(f"| gate | {out['gate']} |")
+    print(f"| gate, index-only candidate | {out.get('gate_index_only')} |")
+    print(f"| gate, retrained candidate | {out['gate']} |")
     print(f"| export + retrain + gate | {timings['cycle_export_retrain_gate']} s |")
     print(f"\nwritten {args.out}")
     if not args.workdir:
