@@ -252,6 +252,14 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+def operator_login(page: Any, url: str, password: str) -> None:
+    """Open the operator console at `url`/operator/ in a Playwright page and log in."""
+    page.goto(url + "/operator/", wait_until="domcontentloaded")
+    page.locator("input[type=password]").wait_for(timeout=60_000)
+    page.locator("input[type=password]").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
 # ------------------------------------------------------------------- the REST API as a channel uses it
 API = "/api/v1"
 

@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import api_conversation as conversation
 from tests.helpers import api_send as send
-from tests.helpers import skip_module_without_chromium
+from tests.helpers import operator_login, skip_module_without_chromium
 
 skip_module_without_chromium()
 
@@ -26,10 +26,7 @@ def test_monitoring_tab_shows_plots_and_explains_a_turn(operator_app_server, mak
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(url + "/operator/", wait_until="domcontentloaded")
-        page.locator("input[type=password]").wait_for(timeout=60_000)
-        page.locator("input[type=password]").fill(operator_app_server["password"])
-        page.get_by_role("button", name="Log in").click()
+        operator_login(page, url, operator_app_server["password"])
         page.get_by_role("tab", name="Monitoring").wait_for(timeout=60_000)
         page.get_by_role("tab", name="Monitoring").click()
         page.locator("#monitoring-refresh").click()

@@ -9,7 +9,7 @@ import pytest
 
 from core.config import load_config
 from service.store import Store
-from tests.helpers import API, skip_module_without_chromium
+from tests.helpers import API, operator_login, skip_module_without_chromium
 
 skip_module_without_chromium()
 
@@ -47,10 +47,7 @@ def test_review_queue_shows_a_ranked_conversation_and_a_correction_is_stored(ope
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(url + "/operator/", wait_until="domcontentloaded")
-        page.locator("input[type=password]").wait_for(timeout=60_000)
-        page.locator("input[type=password]").fill(operator_app_server["password"])
-        page.get_by_role("button", name="Log in").click()
+        operator_login(page, url, operator_app_server["password"])
         page.get_by_role("tab", name="Review").click(timeout=60_000)
         page.get_by_role("button", name="Refresh queue").click()
         page.locator("#review-status").get_by_text("need review").wait_for(timeout=60_000)
