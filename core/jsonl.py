@@ -53,7 +53,11 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), what: str = "reco
     return rows
 
 
+def jsonl_text(rows: Iterable[Any]) -> str:
+    """Rows as JSON Lines text (UTF-8 kept as is), one object a line."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
     """Write rows as JSON Lines, atomically."""
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    return atomic_write_text(Path(path), text)
+    return atomic_write_text(Path(path), jsonl_text(rows))

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 from core.atomic import atomic_write_json, atomic_write_text
 from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
 from core.config import Config
-from core.jsonl import read_jsonl
+from core.jsonl import jsonl_text, read_jsonl, write_jsonl
 from retrieval.build import CORRECTED_DATA_DIR
 from service import corrections as corr
 from service.domain import FAQ_PREFIX
@@ -172,10 +172,7 @@ def write_export(export: Export, out_dir: str | Path) -> list[Path]:
     """intents.jsonl and faq.jsonl of an export in `out_dir` (each written atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "intents.jsonl", out / "faq.jsonl"]
-    atomic_write_text(paths[0], "".join(_line(r) + "\n" for r in export.intents))
-    atomic_write_text(paths[1], "".join(_line(r) + "\n" for r in export.faq))
-    return paths
+    return [write_jsonl(out / "intents.jsonl", export.intents), write_jsonl(out / "faq.jsonl", export.faq)]
 
 
 # --------------------------------------------------------------------------- merge and diff
@@ -254,8 +251,7 @@ def prepare_training_data(config: Config, store: Any = None,
     pack_intents = read_jsonl(config.data.intents, ("text", "intent"), "intent example")
     pack_faq = read_jsonl(config.data.faq, ("id", "question", "answer"), "FAQ entry")
     intents, faq, dropped = merge(pack_intents, pack_faq, export, settings.corrections_weight)
-    intents_text = "".join(_line(r) + "\n" for r in intents)
-    faq_text = "".join(_line(r) + "\n" for r in faq)
+    intents_text, faq_text = jsonl_text(intents), jsonl_text(faq)
     digest = hashlib.sha256((intents_text + faq_text).encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     data = TrainingData(folder / "intents.jsonl", folder / "faq.jsonl", len(corrections),
