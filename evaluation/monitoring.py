@@ -101,14 +101,20 @@ def _bucket(times: pd.Series, freq: str) -> pd.Series:
     return times.dt.floor(freq).dt.tz_localize(None)
 
 
+def _by_period(df: pd.DataFrame, freq: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(conversations, turns), each with the `period` it falls in (a conversation: where it started)."""
+    freq = freq or period_for(df)
+    conv = conversation_outcomes(df)
+    conv["period"] = _bucket(conv["start"], freq)
+    turns = df.assign(period=_bucket(df["time"], freq), fallback=(df["action"] == "fallback").astype(float))
+    return conv, turns
+
+
 def over_time(df: pd.DataFrame, freq: str | None = None) -> pd.DataFrame:
     """Long format for a line plot: period, metric (conversations | handoffs | fallbacks | turns), value."""
     if df.empty:
         return pd.DataFrame(columns=["period", "metric", "value"])
-    freq = freq or period_for(df)
-    conv = conversation_outcomes(df)
-    conv["period"] = _bucket(conv["start"], freq)
-    turns = df.assign(period=_bucket(df["time"], freq))
+    conv, turns = _by_period(df, freq)
     parts = [conv.groupby("period").size().rename("conversations"),
              conv[conv["handed_off"]].groupby("period").size().rename("handoffs"),
              turns.groupby("period").size().rename("turns"),
@@ -122,10 +128,7 @@ def rates_over_time(df: pd.DataFrame, freq: str | None = None) -> pd.DataFrame:
     """Long format: period, metric (containment | resolution | handoff | fallback), value in [0, 1]."""
     if df.empty:
         return pd.DataFrame(columns=["period", "metric", "value"])
-    freq = freq or period_for(df)
-    conv = conversation_outcomes(df)
-    conv["period"] = _bucket(conv["start"], freq)
-    turns = df.assign(period=_bucket(df["time"], freq), fallback=(df["action"] == "fallback").astype(float))
+    conv, turns = _by_period(df, freq)
     wide = pd.concat([conv.groupby("period")["contained"].mean().rename("containment"),
                       conv.groupby("period")["resolved"].mean().rename("resolution"),
                       conv.groupby("period")["handed_off"].mean().rename("handoff"),
