@@ -68,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.config import shown_path  # noqa: E402
+from core.processes import stop  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DEMO_ORDERS = ROOT / "data" / "demo" / "orders.jsonl"
@@ -194,12 +195,7 @@ def app_process(config: Path, log_path: Path, extra: list[str], timeout: float =
         health = wait_healthy(url, proc, log_path, timeout)
         yield url, proc.pid, health
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def create_key(config: Path, extra: list[str]) -> str:

@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from core.config import PROJECT_ROOT, Config, FlowsConfig, load_config
+from core.processes import stop
 from runtime.model import SupportModel
 from service.nlu import NLUResult
 
@@ -91,11 +92,7 @@ def running_app(config: Path, log_path: Path, *args: str, env: dict[str, str] | 
             time.sleep(2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def write_demo_config(folder: Path, **overrides: str) -> Path:
