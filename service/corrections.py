@@ -68,7 +68,8 @@ class CorrectionStore(Protocol):
 
     def corrections(self) -> list[dict[str, Any]]: ...
 
-    def turns(self, *, session_id: str | None = None, **kwargs: Any) -> list[dict[str, Any]]: ...
+    def turns(self, *, session_id: str | None = None, turn_id: str | None = None,
+              **kwargs: Any) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -177,9 +178,9 @@ def validate(kind: str, payload: dict[str, Any], pack: Pack, *, turn_text: str |
 
 def find_turn(store: CorrectionStore, session_id: str, turn_id: str) -> dict[str, Any]:
     """The stored turn (see `Store.turns`) of a conversation; CorrectionError when there is none."""
-    for turn in store.turns(session_id=session_id):
-        if turn.get("turn_id") == turn_id:
-            return turn
+    found = store.turns(session_id=session_id, turn_id=turn_id)
+    if found:
+        return found[0]
     raise CorrectionError(f"no turn {turn_id!r} in conversation {session_id!r} (it may have been purged)")
 
 

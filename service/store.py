@@ -531,7 +531,8 @@ class Store:
                                                     "sid": session_id}) == 1
 
     def turns(self, *, since: float | None = None, until: float | None = None, model_version: str | None = None,
-              session_id: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+              session_id: str | None = None, turn_id: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
         """Assistant turns, oldest first, each with the customer's (redacted) message that started it:
         {turn_id, session_id, created_at, user_text, text, action, intent, confidence, model_version,
         latency_ms, details (dict), feedback}. Turns recorded before schema version 4 have no turn id
@@ -539,7 +540,8 @@ class Store:
         where, params = ["a.role = 'assistant'", "a.turn_id IS NOT NULL"], {}
         for column, op, name, value in (("a.created_at", ">=", "since", since), ("a.created_at", "<", "until", until),
                                          ("a.model_version", "=", "version", model_version),
-                                         ("a.session_id", "=", "sid", session_id)):
+                                         ("a.session_id", "=", "sid", session_id),
+                                         ("a.turn_id", "=", "turn", turn_id)):
             if value is not None:
                 where.append(f"{column} {op} :{name}")
                 params[name] = value

@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from evaluation import monitoring as mon
+from webapp import presenters
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,9 @@ def build_monitoring_tab(ctx: Any) -> None:
         turn = (turn or "").strip()
         if not turn:
             return "Enter a turn id (from the recent turns above, a ticket or the API's `turn_id`)."
-        found = [t for t in ctx.store.turns(since=0) if t["turn_id"] == turn] if turn.startswith("t-") else []
+        found = ctx.store.turns(turn_id=turn) if turn.startswith("t-") else []
         if not found:
-            return f"No turn with id `{turn[:40]}`."
+            return f"No turn with id {presenters.escape_text(turn[:40])}."
         if ctx.assistant is None:
             return "Explanations need the served assistant."
         reference = reference_for(ctx.assistant, ctx.config.data.intents) if ctx.config is not None else None

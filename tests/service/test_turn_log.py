@@ -38,6 +38,7 @@ def test_thumbs_apply_only_to_the_customers_own_turns(make_store):
     assert store.turns(session_id="alice")[0]["feedback"] is None
     assert [t["turn_id"] for t in store.turns(model_version="v1", since=0)] == ["t-1", "t-2"]
     assert store.turns(model_version="v2") == [] and store.turns(since=1e12) == []
+    assert [t["turn_id"] for t in store.turns(turn_id="t-2")] == ["t-2"] and store.turns(turn_id="t-9") == []
 
 
 def test_ratings_and_corrections_are_kept(make_store):
