@@ -115,18 +115,22 @@ def open_store(config: Config, path: Path | None = None) -> Store:
     return store
 
 
+def served_setting(store: Store) -> str | None:
+    """The version the store's `served_version` setting names (shared by every replica), or None."""
+    value = store.get_setting(SERVED_SETTING)
+    return None if value is None else str(value[0]).strip() or None
+
+
 def served_version_name(config: Config, store: Store | None = None) -> str | None:
     """The registered version to serve: the store's `served_version` setting when it names a version
     of this config's registry, else `models/SERVED`; None without a registry (serve the root layout)."""
     layout = config.layout
-    if store is not None:
-        setting = store.get_setting(SERVED_SETTING)
-        if setting is not None:
-            name = str(setting[0]).strip()
-            if name in layout.versions():
-                return name
-            log.warning("the store's %s names %r, which is not a version in %s; using %s", SERVED_SETTING,
-                        name, layout.models, layout.served_pointer)
+    name = served_setting(store) if store is not None else None
+    if name is not None:
+        if name in layout.versions():
+            return name
+        log.warning("the store's %s names %r, which is not a version in %s; using %s", SERVED_SETTING,
+                    name, layout.models, layout.served_pointer)
     return layout.read_served_pointer()
 
 

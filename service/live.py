@@ -18,12 +18,12 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from service.assembly import served_setting
 from service.engine import Assistant, TurnEvent
 from service.reply import Reply
 
 log = logging.getLogger(__name__)
 
-SERVED_SETTING = "served_version"
 WATCH_INTERVAL_S = 0.5   # a settings read is a primary-key lookup; twice a second keeps rollback under 1 s
 KEEP_VERSIONS = 2        # built assistants kept warm (the current one and the one before: rollback is a swap)
 
@@ -97,8 +97,7 @@ class LiveAssistant:
 
     # -- switching -----------------------------------------------------------------------------
     def served_setting(self) -> str | None:
-        value = self._store.get_setting(SERVED_SETTING)
-        return None if value is None else str(value[0]).strip() or None
+        return served_setting(self._store)
 
     def poll(self) -> bool:
         """Read the setting; switch when it names another version. True when it switched."""

@@ -42,12 +42,12 @@ from core.config import Config
 from core.errors import ArtifactError, ConfigError
 from core.layout import VERSION_FILE, ArtifactLayout, is_version_name
 from evaluation.gate import fmt_cell
+from service.assembly import SERVED_SETTING
 from runtime.folder import read_model_meta
 
 log = logging.getLogger("training.models")
 
 STATUSES = ("candidate", "promoted", "refused", "rolled_back")
-SERVED_SETTING = "served_version"   # the store setting every replica watches (service/live.py)
 PROG = "python -m training.models"
 # The headline figures of a version's evaluation report kept in version.json (the report has them all).
 SUMMARY_KEYS = ("dialog.resolution", "dialog.task_success", "dialog.faq_hit_at_1", "nlu.accuracy",
