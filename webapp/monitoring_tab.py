@@ -9,7 +9,6 @@ modules, the callbacks only wire it. Customer messages are the stored, redacted 
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from evaluation import monitoring as mon
+from service.review import day_bounds
 from webapp import presenters
 
 log = logging.getLogger(__name__)
@@ -29,17 +29,12 @@ RECENT_TURNS = 50
 def parse_range(since: str, until: str, now: float | None = None) -> tuple[float, float | None]:
     """'YYYY-MM-DD' (UTC) bounds; an empty start is DEFAULT_DAYS ago, an empty end is open. The end day is included."""
     now = time.time() if now is None else now
-
-    def day(text: str) -> float:
-        try:
-            d = dt.date.fromisoformat(text.strip())
-        except ValueError:
-            raise gr.Error(f"Dates are YYYY-MM-DD (UTC), got {text!r}.") from None
-        return dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp()
-
-    start = day(since) if since and since.strip() else now - DEFAULT_DAYS * 86400
-    end = day(until) + 86400 if until and until.strip() else None
-    return start, end
+    days = [(text or "").strip() or None for text in (since, until)]
+    try:
+        start, end = day_bounds(*days)   # the review queue's date filter, the same UTC days
+    except ValueError:
+        raise gr.Error(f"Dates are YYYY-MM-DD (UTC), got {' to '.join(repr(d or '') for d in days)}.") from None
+    return (now - DEFAULT_DAYS * 86400 if start is None else start), end
 
 
 def _version(choice: str | None) -> str | None:
