@@ -3,7 +3,8 @@
     python benchmarks/retrieval_bench.py --config configs/demo.yaml [--encoder PATH_OR_ID]
 
 * FAQ: recall@1, recall@5 and MRR of the held-out paraphrases (`data.faq_heldout`), plus the
-  share the calibrated threshold would answer.
+  share the calibrated threshold would answer; for dense search alone and with the learned
+  dense + BM25 fusion (retrieval/fusion.py, trained and calibrated as the index build does).
 * Products: precision@5 on the labelled shopping requests (`data.shopping_requests`), for the
   full recommender (dense search + parsed filters + re-ranking) and for dense search alone.
   Most requests have 2-3 relevant products, so precision@5 tops out well below 1; the table
@@ -35,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from core.jsonl import read_jsonl  # noqa: E402
 from runtime.loading import served_embedder  # noqa: E402
+from retrieval.build import fusion_messages  # noqa: E402
 from retrieval.faq import FaqIndex, calibrate_faq_threshold  # noqa: E402
+from retrieval.fusion import calibrate_fused_threshold, train_fusion  # noqa: E402
 from retrieval.recommend import Recommender  # noqa: E402
 from core.cli import run_cli, setup_logging  # noqa: E402
 from core.config import Config, load_config, shown_path  # noqa: E402
@@ -43,9 +46,18 @@ from core.errors import ConfigError  # noqa: E402
 
 
 def faq_metrics(faq_index: FaqIndex, embedder, heldout: list[dict], threshold: float | None) -> dict[str, Any]:
-    vecs = embedder.encode([h["text"] for h in heldout])
-    ranked = [[h.id for h in hits] for hits in faq_index.search_batch(vecs, 10)]
-    top_scores = [hits[0].score for hits in faq_index.search_batch(vecs, 1)]
+    """Held-out FAQ metrics; with a fusion model attached to `faq_index`, of the fused ranking (its
+    re-ranked candidates first, then the rest of the dense top 10)."""
+    texts = [h["text"] for h in heldout]
+    vecs = embedder.encode(texts)
+    dense = [[h.id for h in hits] for hits in faq_index.search_batch(vecs, 10)]
+    if faq_index.fusion is not None:
+        fused = faq_index.search_batch(vecs, 10, texts=texts)
+        ranked = [[h.id for h in f] + [i for i in d if i not in {h.id for h in f}] for f, d in zip(fused, dense)]
+        top_scores = [hits[0].score for hits in fused]
+    else:
+        ranked = dense
+        top_scores = [hits[0].score for hits in faq_index.search_batch(vecs, 1)]
     gold = [h["faq_id"] for h in heldout]
     rr = [1.0 / (r.index(g) + 1) if g in r else 0.0 for r, g in zip(ranked, gold)]
     out = {
@@ -149,6 +161,16 @@ def markdown(results: dict[str, Any]) -> str:
     if "answered_at_threshold" in f:
         rows.append(f"| FAQ answered at threshold {f['threshold']:.3f} (correct) | "
                     f"{f['answered_at_threshold']:.3f} ({f['answered_and_correct']:.3f}) |")
+    fused = results.get("faq_fused")
+    if fused:
+        rows += [
+            f"| FAQ recall@1, dense + BM25 fusion | {fused['recall@1']:.3f} |",
+            f"| FAQ recall@5, dense + BM25 fusion | {fused['recall@5']:.3f} |",
+            f"| FAQ MRR@10, dense + BM25 fusion | {fused['mrr@10']:.3f} |",
+        ]
+        if "answered_at_threshold" in fused:
+            rows.append(f"| FAQ answered at fused threshold {fused['threshold']:.3f} (correct) | "
+                        f"{fused['answered_at_threshold']:.3f} ({fused['answered_and_correct']:.3f}) |")
     rows += [
         f"| product precision@5 (n={p['n']} shopping requests) | {p['precision@5']:.3f} |",
         f"| product precision@5, dense search only | {p['precision@5_dense_only']:.3f} |",
@@ -185,7 +207,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     faq_index = FaqIndex.build(faqs, embedder, exact_max=config.retrieval.exact_max)
     rec = Recommender.build(products, embedder, exact_max=config.retrieval.exact_max)
     build_s = time.perf_counter() - t0
-    cal = calibrate_faq_threshold(faq_index, embedder, read_jsonl(config.data.intents, ("text", "intent")))
+    intents = read_jsonl(config.data.intents, ("text", "intent"))
+    cal = calibrate_faq_threshold(faq_index, embedder, intents)
+    # the fusion as the index build trains it (never on the held-out files)
+    training = train_fusion(faq_index, faq_index.lexical, embedder, messages=fusion_messages(config),
+                            candidates=config.retrieval.fusion_candidates)
+    faq_index.fusion = training.model
+    fused_cal = calibrate_fused_threshold(faq_index, embedder, intents, training.oof_top,
+                                          training.stats["paraphrases"])
+    faq_index.fusion = None
     heldout = read_jsonl(config.data.faq_heldout, ("faq_id", "text"), "held-out paraphrase")
     requests = read_jsonl(config.data.shopping_requests, ("text", "relevant_ids"), "shopping request")
 
@@ -198,8 +228,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "index_build_s": round(build_s, 2),
         "faq": faq_metrics(faq_index, embedder, heldout, cal.threshold),
         "faq_calibration": cal.to_dict(),
+        "faq_fusion_training": training.stats,
         "products": product_metrics(rec, embedder, requests),
     }
+    faq_index.fusion = training.model
+    results["faq_fused"] = faq_metrics(faq_index, embedder, heldout, fused_cal.threshold)
+    faq_index.fusion = None
     if not args.no_latency:
         results["latency"] = query_latency(embedder, faq_index, rec, [h["text"] for h in heldout[:50]] +
                                            [r["text"] for r in requests[:50]])
@@ -212,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "latency" in results:
         print(markdown(results))
     else:
-        print(json.dumps({k: results[k] for k in ("faq", "products")}, indent=2))
+        print(json.dumps({k: results[k] for k in ("faq", "faq_fused", "products")}, indent=2))
     print(f"\nwritten to {out}")
     return 0
 

@@ -2,8 +2,9 @@
 
     python -m retrieval.build --config configs/demo.yaml [--encoder PATH_OR_ID]
 
-Writes `<artifacts>/indexes/faq/`, `<artifacts>/indexes/products/` and
-`<artifacts>/indexes/calibration.json`, each atomically, with the encoder the app serves:
+Writes `<artifacts>/indexes/faq/` (and its BM25 side `faq_lexical/`), the FAQ fusion model
+`faq_fusion.json`, `<artifacts>/indexes/products/` and `<artifacts>/indexes/calibration.json`
+(the dense and the fused answer thresholds), each atomically, with the encoder the app serves:
 the trained model when one has been built for the config (served/ > student/ > teacher/),
 else `encoder.name` from the config. Re-run it after changing the FAQ, the catalogue or the model.
 """
@@ -22,6 +23,7 @@ from core.config import Config
 from core.errors import ArtifactError, DataError
 from core.jsonl import read_jsonl
 from retrieval.faq import FaqIndex, calibrate_faq_threshold
+from retrieval.fusion import FusionModel, calibrate_fused_threshold, train_fusion
 from retrieval.recommend import Recommender
 from runtime.loading import served_embedder
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
+FUSION_FILE = "faq_fusion.json"
 # The training data with operators' corrections merged in (written by training.feedback, which the
 # retrieval layer cannot import): when its FAQ file is there, the index answers the corrected FAQ.
 CORRECTED_DATA_DIR = "training_data"
@@ -76,12 +79,17 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
     faq_index = FaqIndex.build(faqs, embedder, exact_max=exact_max, show_progress=show_progress)
     recommender = Recommender.build(products, embedder, exact_max=exact_max, show_progress=show_progress)
     calibration = calibrate_faq_threshold(faq_index, embedder, intents)
+    fusion = _train_fusion(config, faq_index, embedder, intents)
 
     index_dir = config.index_dir
     faq_index.save(index_dir / "faq")
     recommender.save(index_dir / "products")
+    if fusion is not None:
+        fusion["model"].save(index_dir / FUSION_FILE)
+    else:
+        (index_dir / FUSION_FILE).unlink(missing_ok=True)   # never leave one from an older build
     cal = {
-        "faq_threshold": calibration.threshold,
+        "faq_threshold": calibration.threshold,   # on the dense cosine
         "encoder_fingerprint": embedder.fingerprint,
         "encoder": embedder.name,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -89,6 +97,9 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
         "products": len(recommender.index),
         "stats": calibration.to_dict(),
     }
+    if fusion is not None:
+        cal["fusion"] = {"faq_threshold": fusion["calibration"].threshold, "model_id": fusion["model"].model_id,
+                         "training": fusion["model"].training, "stats": fusion["calibration"].to_dict()}
     atomic_write_json(index_dir / CALIBRATION_FILE, cal)
     summary = {
         "index_dir": str(index_dir),
@@ -101,10 +112,49 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
         "product_kind": recommender.index.kind,
         "faq_threshold": calibration.threshold,
         "faq_threshold_balanced_accuracy": calibration.balanced_accuracy,
+        "fusion": None if fusion is None else {"faq_threshold": fusion["calibration"].threshold,
+                                               **{k: fusion["model"].training[k] for k in
+                                                  ("C", "dense_top1", "cv_fused_top1")}},
         "seconds": round(time.perf_counter() - t0, 1),
     }
     logger.info("indexes written to %s in %.1fs", index_dir, summary["seconds"])
     return summary
+
+
+def fusion_messages(config: Config) -> list[tuple[str, str]]:
+    """(message, FAQ id) of the FAQ turns of `data.train_dialogs` (none when unset). The held-out
+    dialogs are refused: what the fusion learns from must not be what it is judged on."""
+    if config.data.train_dialogs is None:
+        return []
+    path = Path(config.data.train_dialogs).resolve()
+    held_out = config.data.dialogs
+    if held_out is not None and path == Path(held_out).resolve():
+        raise DataError(f"{config.path}: data.train_dialogs names the held-out dialogs ({path}); "
+                        f"point it at training dialogs")
+    if not path.is_file():
+        raise DataError(f"{config.path}: data.train_dialogs points to a missing file: {path}")
+    return [(str(t["user"]), str(t["expect"]["faq_id"])) for d in read_jsonl(path, ("id", "turns"), "dialog")
+            for t in d["turns"] if isinstance(t, dict) and (t.get("expect") or {}).get("faq_id") and t.get("user")]
+
+
+def _train_fusion(config: Config, faq_index: FaqIndex, embedder: "Embedder",
+                  intents: list[dict]) -> dict[str, Any] | None:
+    """The fusion model and its calibrated threshold, or None (with a warning) when the FAQ is too small
+    to learn one from: serving then keeps the dense order. Trained whatever `retrieval.fusion` says, so the
+    switch can be flipped without a rebuild."""
+    try:
+        training = train_fusion(faq_index, faq_index.lexical, embedder, messages=fusion_messages(config),
+                                candidates=config.retrieval.fusion_candidates)
+        faq_index.fusion = training.model
+        try:
+            calibration = calibrate_fused_threshold(faq_index, embedder, intents, training.oof_top,
+                                                    training.stats["paraphrases"])
+        finally:
+            faq_index.fusion = None
+    except ValueError as exc:
+        logger.warning("no FAQ fusion model for %s (%s); FAQ answers will keep the dense order", config.name, exc)
+        return None
+    return {"model": training.model, "calibration": calibration}
 
 
 def load_calibration(config: Config, expected_fingerprint: str | None = None) -> dict[str, Any]:
@@ -128,13 +178,42 @@ def load_indexes(config: Config, embedder: "Embedder") -> tuple[FaqIndex, Recomm
     """(FaqIndex, Recommender, calibration) for `config`, all checked against `embedder`.
 
     Anything missing, corrupt or built by another encoder is an ArtifactError naming the build command.
+    With `retrieval.fusion` on, the FAQ index comes with its fusion model and the returned calibration's
+    `faq_threshold` is the one calibrated on the fused score (`faq_score` says which score it is for).
     """
     hint = build_command(config)
     fp = embedder.fingerprint
     faq_index = FaqIndex.load(config.index_dir / "faq", fp, hint=hint)
     recommender = Recommender.load(config.index_dir / "products", fp, embedder=embedder, hint=hint)
-    calibration = load_calibration(config, fp)
+    calibration = dict(load_calibration(config, fp), faq_score="dense")
+    if config.retrieval.fusion:
+        _attach_fusion(config, faq_index, calibration, fp, hint)
     return faq_index, recommender, calibration
+
+
+def _attach_fusion(config: Config, faq_index: FaqIndex, calibration: dict[str, Any], fingerprint: str,
+                   hint: str) -> None:
+    """Attach the fusion model and switch the calibration to its threshold.
+
+    Indexes built before there was a fusion model (or from an FAQ too small to learn one) have no
+    `faq_fusion.json`: they keep serving densely, with their dense threshold, and a warning says how to
+    get the fusion; a registered version can be rolled back to without a rebuild. A fusion file that is
+    there but corrupt, trained for another encoder, or not the one the calibration was made with is an
+    ArtifactError, like any other damaged index file."""
+    path = config.index_dir / FUSION_FILE
+    fused = calibration.get("fusion")
+    if not path.is_file() and not fused:
+        logger.warning("%s has no FAQ fusion model (built before fusion, or the FAQ is too small to learn one); "
+                       "FAQ answers keep the dense order. Build it with: %s", config.index_dir, hint)
+        return
+    model = FusionModel.load(path, fingerprint, hint=hint)
+    if not isinstance(fused, dict) or fused.get("model_id") != model.model_id \
+            or not isinstance(fused.get("faq_threshold"), (int, float)):
+        raise ArtifactError(f"{config.index_dir / CALIBRATION_FILE} has no threshold calibrated for the FAQ fusion "
+                            f"model {path.name}; rebuild both with: {hint}")
+    faq_index.fusion = model
+    calibration["faq_threshold"] = float(fused["faq_threshold"])
+    calibration["faq_score"] = "fused"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"built {s['faqs']} FAQs ({s['faq_vectors']} vectors, {s['faq_kind']}) and {s['products']} products "
           f"({s['product_kind']}) with {s['encoder']} in {s['seconds']}s; FAQ threshold {s['faq_threshold']:.3f} "
           f"(balanced accuracy {s['faq_threshold_balanced_accuracy']:.3f}) -> {s['index_dir']}")
+    if s["fusion"]:
+        f = s["fusion"]
+        print(f"FAQ fusion (dense + BM25): cross-validated top-1 {f['dense_top1']:.3f} dense -> "
+              f"{f['cv_fused_top1']:.3f} fused; fused threshold {f['faq_threshold']:.3f}")
     return 0
 
 

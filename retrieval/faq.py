@@ -3,6 +3,10 @@
 Indexing every paraphrase, not only the canonical question, lets a short or slangy message
 ("shiping fee??") meet the wording closest to it; taking the max per FAQ keeps the answer list
 free of duplicates. The calibrated threshold says when the best FAQ is good enough to answer.
+
+A lexical (BM25) index over the same wordings rides along (`lexical`, saved beside the dense one as
+`<name>_lexical/`); with a fusion model attached (`fusion`, retrieval/fusion.py) a search that is
+given the message's text re-ranks the dense candidates with the lexical evidence.
 """
 from __future__ import annotations
 
@@ -15,11 +19,21 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from retrieval.index import BUILD_HINT, Hit, VectorIndex
+from retrieval.lexical import LexicalIndex, content_hash
 
 if TYPE_CHECKING:
+    from retrieval.fusion import FusionModel
     from runtime.embedder import Embedder
 
 logger = logging.getLogger(__name__)
+
+LEXICAL_SUFFIX = "_lexical"   # `indexes/faq` -> `indexes/faq_lexical`
+
+
+def lexical_dir(directory: str | Path) -> Path:
+    """Where the lexical index of the dense FAQ index saved at `directory` lives."""
+    directory = Path(directory)
+    return directory.with_name(directory.name + LEXICAL_SUFFIX)
 
 
 def _entry_texts(faq: dict) -> list[tuple[str, str, str]]:
@@ -30,14 +44,37 @@ def _entry_texts(faq: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def _wordings(index: VectorIndex) -> list[tuple[str, str, str]]:
+    return [(eid, str(m.get("faq_id")), str(m.get("text", ""))) for eid, m in index.items()]
+
+
+def _answers(faqs: dict[str, dict]) -> dict[str, str]:
+    return {fid: str(f.get("answer", "")) for fid, f in faqs.items()}
+
+
 class FaqIndex:
     """Search FAQs by embedding; `Hit.id` is the FAQ id and `Hit.meta` the FAQ record."""
 
-    def __init__(self, index: VectorIndex) -> None:
+    def __init__(self, index: VectorIndex, lexical: LexicalIndex | None = None) -> None:
         self.index = index
         self.faqs: dict[str, dict] = dict(index.info.get("faqs") or {})
         counts = Counter(m.get("faq_id") for _, m in index.items())
         self._per_faq = max(counts.values(), default=1)  # wordings per FAQ, to size the raw search
+        self.lexical = lexical if lexical is not None else self._new_lexical()
+        self.fusion: "FusionModel | None" = None   # set by retrieval.build.load_indexes when fusion is on
+        self._vectors_by_faq: dict[str, tuple[list[str], np.ndarray]] | None = None   # built on first use
+
+    def _new_lexical(self) -> LexicalIndex:
+        return LexicalIndex(self.wordings(), _answers(self.faqs))
+
+    def wordings(self) -> list[tuple[str, str, str]]:
+        """(entry id, FAQ id, text) of every indexed wording: what the lexical index holds."""
+        return _wordings(self.index)
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether a search given the message's text ranks differently (a fusion model is attached)."""
+        return self.fusion is not None
 
     @classmethod
     def build(cls, faqs: Sequence[dict], embedder: "Embedder", *, exact_max: int = 50_000,
@@ -58,12 +95,29 @@ class FaqIndex:
     def fingerprint(self) -> str:
         return self.index.fingerprint
 
-    def search(self, vector: Any, k: int = 5) -> list[Hit]:
-        """The k best FAQs for one query vector, best first (score = best matching wording)."""
-        return self.search_batch(np.asarray(vector, dtype=np.float32).reshape(1, -1), k)[0]
+    def search(self, vector: Any, k: int = 5, text: str | None = None) -> list[Hit]:
+        """The k best FAQs for one query vector, best first (score = best matching wording). Given the
+        message's `text` and a fusion model, the dense candidates come re-ranked (the top keeps the best
+        cosine, the others sit below it by their fused gap: retrieval.fusion.anchored_scores)."""
+        return self.search_batch(np.asarray(vector, dtype=np.float32).reshape(1, -1), k,
+                                 texts=None if text is None else [text])[0]
 
-    def search_batch(self, vectors: Any, k: int = 5, *, exclude: Sequence[set[str]] | None = None) -> list[list[Hit]]:
-        """Like `search` for several vectors; `exclude[i]` lists entry ids to ignore for query i."""
+    def search_batch(self, vectors: Any, k: int = 5, *, exclude: Sequence[set[str]] | None = None,
+                     texts: Sequence[str] | None = None) -> list[list[Hit]]:
+        """Like `search` for several vectors; `exclude[i]` lists entry ids to ignore for query i (in the
+        lexical index too); `texts[i]` is query i's message, read when a fusion model is attached."""
+        if texts is not None and self.fusion is not None:
+            vectors = np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+            dense = self._dense_batch(vectors, max(k, self.fusion.candidates), exclude)
+            out = []
+            for qi, hits in enumerate(dense):
+                skip = set(exclude[qi]) if exclude else set()
+                sims = self.wording_similarities(vectors[qi], [h.id for h in hits], skip)
+                out.append(self.fusion.rerank(hits, sims, self.lexical.without(skip), texts[qi], k))
+            return out
+        return self._dense_batch(vectors, k, exclude)
+
+    def _dense_batch(self, vectors: Any, k: int, exclude: Sequence[set[str]] | None) -> list[list[Hit]]:
         vectors = np.asarray(vectors, dtype=np.float32)
         extra = max((len(e) for e in exclude), default=0) if exclude else 0
         # enough raw hits to see k distinct FAQs even if the best ones matched on every wording
@@ -82,6 +136,30 @@ class FaqIndex:
             out.append([Hit(fid, s, self.faqs.get(fid, {"id": fid})) for fid, s in ranked])
         return out
 
+    def wording_similarities(self, vector: Any, faq_ids: Sequence[str],
+                             exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, tuple[np.ndarray, float]]:
+        """Per FAQ: the cosine of the query with each of its wordings (those in `exclude` left out), and with
+        the FAQ's centroid (the mean of those wordings). The fusion reads how a FAQ matches as a whole,
+        not only through its single best wording."""
+        if self._vectors_by_faq is None:
+            by_faq: dict[str, list[str]] = {}
+            for eid, m in self.index.items():
+                by_faq.setdefault(str(m.get("faq_id")), []).append(eid)
+            self._vectors_by_faq = {fid: (eids, self.index.reconstruct(eids)) for fid, eids in by_faq.items()}
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        out = {}
+        for fid in faq_ids:
+            eids, vecs = self._vectors_by_faq.get(fid, ([], np.zeros((0, len(q)), dtype=np.float32)))
+            keep = [i for i, e in enumerate(eids) if e not in exclude]
+            if not keep:
+                out[fid] = (np.zeros(0), 0.0)
+                continue
+            v = vecs[keep]
+            centroid = v.mean(axis=0)
+            out[fid] = (v @ q, float(centroid @ q / max(float(np.linalg.norm(centroid)), 1e-12)))
+        return out
+
     def add_faq(self, faq: dict, embedder: "Embedder") -> None:
         """Add or replace one FAQ without rebuilding the index."""
         fid = str(faq["id"])
@@ -93,22 +171,38 @@ class FaqIndex:
         self.faqs[fid] = dict(faq)
         self.index.info["faqs"] = self.faqs
         self._per_faq = max(self._per_faq, len(entries))
+        self._vectors_by_faq = None
+        self.lexical = self._new_lexical()   # BM25 has no in-place add; rebuilding takes milliseconds
 
     def remove_faq(self, faq_id: str) -> bool:
         ids = [eid for eid, m in self.index.items() if m.get("faq_id") == faq_id]
         self.index.remove(ids)
         found = self.faqs.pop(faq_id, None) is not None
         self.index.info["faqs"] = self.faqs
+        if ids or found:
+            self.lexical = self._new_lexical()
+            self._vectors_by_faq = None
         return found or bool(ids)
 
     def save(self, directory: str | Path) -> Path:
+        """The dense index at `directory`, its lexical index beside it (`lexical_dir`)."""
         self.index.info["faqs"] = self.faqs
-        return self.index.save(directory)
+        saved = self.index.save(directory)
+        self.lexical.save(lexical_dir(directory))
+        return saved
 
     @classmethod
     def load(cls, directory: str | Path, expected_fingerprint: str | None = None, *,
              hint: str = BUILD_HINT) -> "FaqIndex":
-        return cls(VectorIndex.load(directory, expected_fingerprint, hint=hint))
+        """The dense index and its lexical index. A lexical folder that is missing (an index saved before
+        there was one) is rebuilt from the dense index's wordings; one over other wordings is an error."""
+        index = VectorIndex.load(directory, expected_fingerprint, hint=hint)
+        if not lexical_dir(directory).exists():
+            logger.info("%s has no lexical index beside it; building it from the FAQ wordings", directory)
+            return cls(index)
+        faqs = dict(index.info.get("faqs") or {})
+        expected = LexicalIndex(_wordings(index), _answers(faqs)).content
+        return cls(index, LexicalIndex.load(lexical_dir(directory), expected, hint=hint))
 
 
 @dataclass

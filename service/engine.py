@@ -143,10 +143,10 @@ class Assistant:
         t = lap("understanding", t)
         # The message's own words search on their own: read with the previous message, the entry just
         # answered would come back first (merge_hits keeps it out of the context search).
-        faq_hits = self.faq_index.search(own_embedding, self.top_k)
+        faq_hits = self._search_faq(own_embedding, clean.text)
         if context_nlu is not None:
-            faq_hits = merge_hits(faq_hits, self.faq_index.search(context_nlu.embedding, self.top_k),
-                                  self.top_k, answered=context.faq_id)
+            with_context = self._search_faq(context_nlu.embedding, f"{context.previous_user} {clean.text}")
+            faq_hits = merge_hits(faq_hits, with_context, self.top_k, answered=context.faq_id)
         t = lap("retrieval", t)
         signals = self._signals(clean.text, nlu, state)
         signals.follow_up = context is not None
@@ -169,6 +169,13 @@ class Assistant:
                      nlu.intent, nlu.confidence, decision.reason)
         self._record(state, clean.text, reply, stages, started)
         return reply
+
+    def _search_faq(self, embedding: Any, text: str) -> list:
+        """The FAQ hits for one message; an index with a fusion model also reads the words
+        (retrieval/fusion.py), a plain one (the tests' fakes) the embedding only."""
+        if getattr(self.faq_index, "reads_text", False):
+            return self.faq_index.search(embedding, self.top_k, text=text)
+        return self.faq_index.search(embedding, self.top_k)
 
     def _signals(self, text: str, nlu: NLUResult, state: SessionState | None = None) -> Signals:
         filters = self.recommender.parse(text) if hasattr(self.recommender, "parse") else None
