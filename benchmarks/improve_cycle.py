@@ -2,6 +2,7 @@
 retrain -> (gate) -> how many are fixed, how long it took, and held-out resolution before and after.
 
     python benchmarks/improve_cycle.py --config configs/demo.yaml [--corrections 20] [--workdir DIR]
+        [--retrain warm|cold] [--set training.warm_epochs=1.0 ...] [--no-held-out]
 
 1. The served model (a copy of `<artifacts>` in a temporary folder; the real one is never touched)
    plays the GENERATED validation dialogs (`data/demo/val_dialogs.jsonl`) into the copy's store, as
@@ -10,11 +11,16 @@ retrain -> (gate) -> how many are fixed, how long it took, and held-out resoluti
    neediest turns first, then its other turns) and corrects the first N turns it knows are wrong (the
    dialogs' expectations are its knowledge): the right FAQ, out of scope, or the right intent.
 3. The corrections are exported (`training.feedback`), merged into the training data, and the model
-   is rebuilt (train, distil, compress, index: `training.pipeline --force`) in the copy.
-   Before that, the same corrections are tried with the FAQ index alone rebuilt (no retraining).
+   is rebuilt (train, distil, compress, index) in the copy: `--retrain warm` (default) continues from
+   the served build's teacher and student (`training.pipeline --warm-start`, training/warm.py),
+   `--retrain cold` starts again from the pretrained encoder (`--force`). `--set` overrides the
+   retrain's config (e.g. training.warm_epochs). Before that, the same corrections are tried with
+   the FAQ index alone rebuilt (no retraining).
 4. Fixed = the corrected turn, replayed in its original dialog (same earlier turns, a fresh store),
-   now meets every customer-visible expectation. Held-out resolution (`data/demo/dialogs.jsonl`) is
-   measured once before and once after, and only reported: nothing is chosen on it.
+   now meets every customer-visible expectation. What the retrain settings are chosen on: the
+   resolution of the validation dialogs that hold no corrected turn ("untouched"), before and after.
+   Held-out resolution (`data/demo/dialogs.jsonl`) is measured once before and once after, and only
+   reported: nothing is chosen on it (`--no-held-out` skips it, and the gate, for such choices).
 5. When the model registry and gate exist (training/models.py, evaluation/gate.py), the gate compares
    the rebuilt model with the served one (held-out + the regression set of corrected turns).
 
@@ -39,6 +45,7 @@ from core.config import PROJECT_ROOT, load_config, shown_path  # noqa: E402
 
 log = logging.getLogger("improve_cycle")
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "improve_cycle.json"
+VALIDATION = PROJECT_ROOT / "data" / "demo" / "val_dialogs.jsonl"
 COPY = ("teacher", "student", "served", "indexes")   # what the served model needs (no runs, caches, reports)
 
 
@@ -99,13 +106,14 @@ def operator_correction(dialog: Any, n: int, actual: dict[str, Any], domain: Any
     return "intent", {"intent": intent}
 
 
-def held_out_resolution(config: Any, workdir: Path) -> dict[str, Any]:
+def dialog_resolution(config: Any, workdir: Path, dialogs: Path | None = None) -> dict[str, Any]:
+    """The project evaluator's figures on `dialogs` (default: the held-out dialogs)."""
     from evaluation.dialog import DialogEvaluator
     from evaluation.evaluate import assistant_factory
     from service.assembly import load_nlu
 
     t0 = time.perf_counter()
-    result = DialogEvaluator(config.data.dialogs).run(assistant_factory(config, load_nlu(config), workdir))
+    result = DialogEvaluator(dialogs or config.data.dialogs).run(assistant_factory(config, load_nlu(config), workdir))
     return {"resolution": result.metrics.get("resolution"), "turn_resolution": result.metrics.get("turn_resolution"),
             "task_success": result.metrics.get("task_success"), "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -135,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="temporary folder (default: a new one, removed after)")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--no-gate", action="store_true")
+    parser.add_argument("--retrain", choices=("warm", "cold"), default="warm",
+                        help="warm: continue from the served build (pipeline --warm-start); cold: from the encoder")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="SECTION.KEY=VALUE",
+                        help="config override for the retrain, e.g. training.warm_epochs=0.5 (repeatable)")
+    parser.add_argument("--held-out", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure held-out resolution and run the gate (off: choose settings on validation only)")
     parser.add_argument("--top-up", action=argparse.BooleanOptionalAction, default=True,
                         help="when the validation dialogs hold too few label-fixable failures, also play the "
                              "generated training dialogs (default: on)")
@@ -159,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(src, art / name, dirs_exist_ok=True)
     shutil.copytree(base.artifacts_dir / "served", tmp / "before" / "served")
     shutil.copytree(base.artifacts_dir / "indexes", tmp / "before" / "indexes")
-    config = base.replace(artifacts_dir=art) if hasattr(base, "replace") else \
-        load_config(args.config, [f"artifacts_dir={art}"])
+    config = base.replace(artifacts_dir=art)
+    from training.warm import warm_overrides
+    retrain_config = load_config(args.config, (warm_overrides() if args.retrain == "warm" else [])
+                                 + args.overrides).replace(artifacts_dir=art)
     domain = default_domain()
-    val = load_dialogs(PROJECT_ROOT / "data" / "demo" / "val_dialogs.jsonl")
+    val = load_dialogs(VALIDATION)
     by_id = {d.id: d for d in val}
-    out: dict[str, Any] = {"config": shown_path(args.config), "machine": "2 shared CPU cores"}
+    out: dict[str, Any] = {"config": shown_path(args.config), "machine": "2 shared CPU cores",
+                           "retrain": args.retrain, "overrides": args.overrides}
     timings: dict[str, float] = {}
 
     # 1. the served model plays the validation dialogs; the turns land in the deployment's store
@@ -243,15 +260,23 @@ def main(argv: list[str] | None = None) -> int:
     # control: the same turns replayed with nothing changed (0 unless a failure was not reproducible)
     out["fixed_without_changes"] = fixed_count("control")
 
+    # what retrain settings are chosen on: the validation dialogs no correction came from
+    untouched = tmp / "validation-untouched.jsonl"
+    untouched.write_text("".join(line + "\n" for line in VALIDATION.read_text(encoding="utf-8").splitlines()
+                                 if line.strip() and json.loads(line)["id"] not in upto), encoding="utf-8")
+    out["validation_untouched_before"] = dialog_resolution(config, tmp / "eval-val-before", untouched)
+
     # before: held-out once with the served model
-    out["held_out_before"] = held_out_resolution(config, tmp / "eval-before")
+    if args.held_out:
+        out["held_out_before"] = dialog_resolution(config, tmp / "eval-before")
 
     # 3a. the FAQ corrections alone, in the index (no retraining)
     t0 = time.perf_counter()
     build_indexes(config, show_progress=False)
     timings["index_only_rebuild"] = round(time.perf_counter() - t0, 1)
     out["fixed_index_only"] = fixed_count("index-only")
-    if not args.no_gate:   # the same model with the corrected FAQ index is a candidate too
+    out["validation_untouched_index_only"] = dialog_resolution(config, tmp / "eval-val-index-only", untouched)
+    if args.held_out and not args.no_gate:   # the same model with the corrected FAQ index is a candidate too
         out["gate_index_only"] = gate_summary(config, art, tmp / "before", store, tmp / "gate-index-only")
 
     # 3b. retrain with the corrections (train, distil, compress, index) in the copy
@@ -259,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     kwargs = {"register": False} if "register" in inspect.signature(pipeline.run_pipeline).parameters else {}
-    built = pipeline.run_pipeline(config, steps="train,distill,compress,index", force=True, **kwargs)
+    built = pipeline.run_pipeline(retrain_config, steps="train,distill,compress,index", force=True, **kwargs)
     timings["retrain"] = round(time.perf_counter() - t0, 1)
     out["retrain_steps"] = {s: r.get("seconds") for s, r in built["steps"].items()}
     out["fixed_after_retrain"] = fixed_count("retrained")
@@ -278,17 +303,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a benchmark reports what it could not measure
         log.warning("regression set not measured: %s", exc)
 
+    out["validation_untouched_after"] = dialog_resolution(config, tmp / "eval-val-after", untouched)
+    vb, va = out["validation_untouched_before"]["resolution"], out["validation_untouched_after"]["resolution"]
+    out["validation_untouched_delta_points"] = round((va - vb) * 100, 1)
+
     # 4. held-out after (reported only)
-    out["held_out_after"] = held_out_resolution(config, tmp / "eval-after")
+    if args.held_out:
+        out["held_out_after"] = dialog_resolution(config, tmp / "eval-after")
 
     # 5. the gate: the retrained candidate against the served version
-    if not args.no_gate:
+    if args.held_out and not args.no_gate:
         t0 = time.perf_counter()
         out["gate"] = gate_summary(config, art, tmp / "before", store, tmp / "gate")
         timings["gate"] = round(time.perf_counter() - t0, 1)
     timings["cycle_export_retrain_gate"] = round(timings["export"] + timings["retrain"] + timings.get("gate", 0.0), 1)
     out["seconds"] = timings
-    before, after = out["held_out_before"]["resolution"], out["held_out_after"]["resolution"]
+    before = (out.get("held_out_before") or {}).get("resolution")
+    after = (out.get("held_out_after") or {}).get("resolution")
     out["held_out_delta_points"] = round((after - before) * 100, 1) if before is not None and after is not None else None
     out["targets"] = {"fixed>=15": out["fixed_after_retrain"] >= 15,
                       "held_out_drop<=1pt": out["held_out_delta_points"] is not None and out["held_out_delta_points"] >= -1,
@@ -305,11 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| corrections (review-queue order) | {n}: {out['corrections']['kinds']} |")
     print(f"| already right when replayed unchanged (control) | {out['fixed_without_changes']} / {n} |")
     print(f"| fixed, FAQ index rebuilt only ({timings['index_only_rebuild']} s) | {out['fixed_index_only']} / {n} |")
-    print(f"| fixed after retrain ({timings['retrain']} s) | {out['fixed_after_retrain']} / {n} |")
+    vi = out["validation_untouched_index_only"]["resolution"]
+    print(f"| untouched validation dialogs, FAQ index rebuilt only | {vb:.3f} -> {vi:.3f} ({(vi - vb) * 100:+.1f} points) |")
+    print(f"| fixed after the {args.retrain} retrain ({timings['retrain']} s) | {out['fixed_after_retrain']} / {n} |")
     print(f"| regression set passed (one-turn dialogs) | {out['regression_passed']} / {len(regression)} |")
-    print(f"| held-out resolution before -> after | {before:.3f} -> {after:.3f} ({out['held_out_delta_points']:+.1f} points) |")
-    print(f"| gate, index-only candidate | {out.get('gate_index_only')} |")
-    print(f"| gate, retrained candidate | {out['gate']} |")
+    print(f"| untouched validation dialogs, resolution before -> after | {vb:.3f} -> {va:.3f} "
+          f"({out['validation_untouched_delta_points']:+.1f} points) |")
+    if args.held_out:
+        print(f"| held-out resolution before -> after | {before:.3f} -> {after:.3f} "
+              f"({out['held_out_delta_points']:+.1f} points) |")
+        print(f"| gate, index-only candidate | {out.get('gate_index_only')} |")
+        print(f"| gate, retrained candidate | {out.get('gate')} |")
     print(f"| export + retrain + gate | {timings['cycle_export_retrain_gate']} s |")
     print(f"\nwritten {args.out}")
     if not args.workdir:

@@ -271,11 +271,17 @@ class LoopSettings(_Checks):
     num_threads: int = 0                  # CPU threads per process (0 = cores / local processes)
     calibrate_temperature: bool = True
     tensorboard: bool = True
+    # Warm start (a retrain with operators' corrections): continue from a trained model of the same
+    # kind instead of the pretrained encoder. "previous" = this step's own output folder as the last
+    # build left it; or a model folder. Its validation rows stay validation. See training/warm.py.
+    init_from: str | None = None
+    warm_epochs: float = 1.0              # with init_from: the schedule's length instead of `epochs`
+    warm_lr_scale: float = 0.1            # with init_from: both learning rates times this (chosen on validation: README)
 
     def validate(self, where: str) -> None:
         self._at_least_one(where, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "keep_checkpoints",
                            "log_every", "min_examples_per_intent")
-        self._positive(where, "epochs", "learning_rate", "head_learning_rate")
+        self._positive(where, "epochs", "learning_rate", "head_learning_rate", "warm_epochs", "warm_lr_scale")
         self._not_negative(where, "weight_decay", "max_grad_norm", "eval_every", "checkpoint_every",
                            "early_stopping_patience", "num_threads")
         self._fraction(where, "warmup_ratio", "label_smoothing", "val_fraction", "ema_decay")
@@ -304,6 +310,7 @@ class TrainingSettings(LoopSettings):
     wise_alphas: list[float] = field(default_factory=list)  # also try init + a * (trained - init)
     corrections: bool = True              # merge the store's operator corrections into the data (training/feedback.py)
     corrections_weight: int = 3           # each corrected example is repeated this many times
+    augment_copies: int = 0               # noisy copies (typos, informal, prefixes) of each training row and paraphrase
 
     def validate(self, where: str) -> None:
         super().validate(where)

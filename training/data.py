@@ -236,6 +236,18 @@ def load_intent_splits(
     return IntentSplits(train, val, labels)
 
 
+def with_augmented_rows(train: datasets.Dataset, copies: int, seed: int) -> tuple[datasets.Dataset, int]:
+    """`train` plus `copies` noisy copies of each row (training/augment.py), each with its row's intent."""
+    from training.augment import augmented_copies
+
+    texts, intents = list(train["text"]), list(train["intent"])
+    extra = augmented_copies(texts, copies, seed)
+    if not extra:
+        return train, 0
+    more = datasets.Dataset.from_dict({"text": [t for _, t in extra], "intent": [intents[i] for i, _ in extra]})
+    return datasets.concatenate_datasets([train.select_columns(["text", "intent"]), more]), len(extra)
+
+
 def rows_of(ds: datasets.Dataset) -> list[dict[str, str]]:
     """`{"text", "intent"}` rows of an intents Dataset (what a model folder's validation.jsonl holds)."""
     return [{"text": t, "intent": i} for t, i in zip(ds["text"], ds["intent"])]
@@ -275,12 +287,17 @@ def load_faq(path: str | Path) -> list[FaqRecord]:
     return out
 
 
-def faq_pairs(records: Sequence[FaqRecord], *, max_pairs_per_faq: int = 20, seed: int = 42) -> datasets.Dataset:
+def faq_pairs(records: Sequence[FaqRecord], *, max_pairs_per_faq: int = 20, seed: int = 42,
+              augment_copies: int = 0) -> datasets.Dataset:
     """Positive pairs for the in-batch contrastive loss: (question, paraphrase) and (paraphrase, paraphrase).
 
     `group` is the FAQ's position, so the loss can mask pairs of the same FAQ that meet in one
     batch (they are not negatives of each other). Capped per FAQ so a long list does not dominate.
+    `augment_copies`: also (question, noisy copy of a paraphrase) pairs (training/augment.py), on
+    top of the cap, so a misspelt question lands next to its answer.
     """
+    from training.augment import augmented_copies
+
     rng = random.Random(seed)
     anchors, positives, groups = [], [], []
     for g, rec in enumerate(records):
@@ -288,7 +305,10 @@ def faq_pairs(records: Sequence[FaqRecord], *, max_pairs_per_faq: int = 20, seed
         pairs += [(a, b) for i, a in enumerate(rec.paraphrases) for b in rec.paraphrases[i + 1:]]
         pairs = [(a, b) for a, b in pairs if a.strip().lower() != b.strip().lower()]
         rng.shuffle(pairs)
-        for a, b in pairs[:max_pairs_per_faq]:
+        pairs = pairs[:max_pairs_per_faq]
+        if augment_copies:
+            pairs += [(rec.question, noisy) for _, noisy in augmented_copies(rec.paraphrases, augment_copies, seed + g)]
+        for a, b in pairs:
             anchors.append(a)
             positives.append(b)
             groups.append(g)

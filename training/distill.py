@@ -42,6 +42,7 @@ from core.config import Config, DistillSettings, is_layer_list
 from core.errors import ArtifactError, ConfigError, DataError
 from core.layout import STUDENT
 from training.loop import Loop, Objective, RunOptions, Task, add_run_arguments
+from training.warm import warm_start
 
 logger = logging.getLogger("training.distill")
 
@@ -164,6 +165,19 @@ def build_student(teacher: Any, settings: DistillSettings) -> tuple[Any, dict[st
     student.temperature.fill_(1.0)
     return student, {"init": "teacher_layers", "teacher_layers": n_teacher, "layers": keep,
                      "layer_selection": settings.layer_selection}
+
+
+def warm_student(folder: Path, teacher: Any, config_path: Any) -> Any:
+    """The student saved in `folder` to continue distilling from, or None when its intents are no
+    longer the teacher's."""
+    from runtime.model import SupportModel
+
+    student = SupportModel.from_pretrained(folder, config_path=config_path)
+    if student.labels != teacher.labels:
+        return None
+    student.metadata, student.fingerprint = {}, ""
+    student.temperature.fill_(1.0)   # refitted on validation at the end, as for a fresh student
+    return student
 
 
 # ---------------------------------------------------------------------- distillation texts
@@ -309,9 +323,9 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
     """Distil the student for `config` (on however many processes this was launched on); returns
     what results.json holds."""
     options = options or DistillOptions()
-    settings = config.distill
     teacher_dir = Path(options.teacher or config.layout.teacher).resolve()
     output_dir, work_dir = options.folders(config.layout.student, config.layout)
+    settings, init_dir = warm_start(config.distill, output_dir, Path(config.path).parent)
     fix_hint = f"accelerate launch -m training.distill --config {config.path}"
     if not (teacher_dir / "attendant.json").is_file():
         raise ArtifactError(f"no teacher model at {teacher_dir}; train one with "
@@ -406,7 +420,15 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
     teacher_argmax = teacher_logits.argmax(-1)
 
     # ------------------------------------------------------------------ student
-    student, how = build_student(teacher, settings)
+    student, how = None, {}
+    if init_dir is not None:
+        student = warm_student(init_dir, teacher, config.path)
+        how = {"init": "warm_start", "from": str(init_dir)}
+        if student is None:
+            log.warning("warm start from %s: its intents differ from the teacher's; "
+                        "the student starts from the teacher's layers", init_dir)
+    if student is None:
+        student, how = build_student(teacher, settings)
     del teacher
     tokenizer, max_length = student.tokenizer, student.max_length
     log.info("student: %s", how)

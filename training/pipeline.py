@@ -24,6 +24,10 @@ clone's `python app.py` just works: when no version is served yet (the very firs
 run after upgrading from an unversioned artifacts folder), the new version is served at once.
 A build already registered (same model, same data hash) registers nothing new; `--no-register`
 skips this step.
+
+`--warm-start` is the retrain an operator runs after adding corrections: every chosen step runs
+(as with --force), and train and distill continue from the last build's teacher and student for a
+short schedule instead of starting from the pretrained encoder (training/warm.py).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from core.config import PIPELINE_STEPS, Config
 from core.errors import ArtifactError, ConfigError
 from runtime.folder import read_model_meta
 from runtime.loading import is_made_from
+from training.warm import warm_overrides
 
 log = logging.getLogger("training.pipeline")
 
@@ -229,6 +234,23 @@ def register_build(config: Config, results: dict[str, Any], store: Any = None) -
     return {"name": version.name, "created": created, "status": version.status, "served": served == version.name}
 
 
+def warm_start_source_warning(config: Config) -> str | None:
+    """Why a warm start may not continue from what customers are served: the workspace's student is
+    not the one the served version was compressed from (e.g. the last build was a refused candidate)."""
+    from training.models import Registry
+
+    try:
+        served = Registry(config).served()
+    except Exception:  # no registry or store yet: nothing to compare with
+        return None
+    student = _meta(config.layout.student)
+    source = ((served.meta.get("model") or {}).get("source_fingerprint")) if served else None
+    if not source or not student or student.get("fingerprint") == source:
+        return None
+    return (f"the last build in {config.layout.student.parent} is not the served version {served.name}'s model "
+            f"(a candidate that was not promoted?): this warm start continues from it")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.pipeline",
@@ -242,11 +264,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="optimizer steps for train and distill (a quick build; default: their epochs)")
     parser.add_argument("--no-register", action="store_true",
                         help="do not register the build as a candidate version in <artifacts>/models")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="retrain (implies --force) continuing from the last build's teacher and student, for "
+                             "the short schedule of training/distill.warm_epochs: what a retrain with corrections uses")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    if args.warm_start:
+        args.overrides = list(args.overrides) + warm_overrides()
     config = config_from_args(args)
+    if args.warm_start and (warning := warm_start_source_warning(config)):
+        log.warning("%s", warning)
     steps = parse_steps(args.steps) if args.steps else None
-    result = run_pipeline(config, steps, args.force, max_steps=args.max_steps, register=not args.no_register)
+    result = run_pipeline(config, steps, args.force or args.warm_start, max_steps=args.max_steps,
+                          register=not args.no_register)
     for step, r in result["steps"].items():
         detail = f"{r['seconds']:.0f} s" if r["status"] == "done" else r["why"]
         print(f"{step:9s} {r['status']:8s} {detail}")

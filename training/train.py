@@ -25,6 +25,7 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from core.cli import add_config_arguments, config_from_args, run_cli
@@ -32,6 +33,7 @@ from core.config import Config
 from core.errors import ConfigError
 from core.layout import TEACHER
 from training.loop import Loop, Objective, RunOptions, Task, add_run_arguments
+from training.warm import warm_start
 
 logger = logging.getLogger("training.train")
 
@@ -141,8 +143,8 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
     """Fine-tune the teacher for `config` (on however many processes this was launched on);
     returns what results.json holds."""
     options = options or TrainOptions()
-    settings = config.training
     output_dir, work_dir = options.folders(config.layout.teacher, config.layout)
+    settings, init_dir = warm_start(config.training, output_dir, Path(config.path).parent)
     max_length = settings.max_length or config.encoder.max_length
     encoder_name = settings.encoder or config.encoder.name
     fix_hint = f"accelerate launch -m training.train --config {config.path}"
@@ -153,6 +155,7 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
     from tqdm.auto import tqdm
     from transformers import DataCollatorWithPadding
 
+    from runtime.folder import read_validation_split
     from runtime.model import SupportModel
     from training.data import (
         IntentPairBatchSampler,
@@ -165,6 +168,7 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
         rows_of,
         tokenize_intents,
         tokenize_pairs,
+        with_augmented_rows,
     )
     from training.feedback import prepare_training_data
 
@@ -179,13 +183,20 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
     with acc.local_main_process_first():
         data = prepare_training_data(config)
     intents_source = options.train_file or data.intents
-    splits = load_intent_splits(intents_source, validation_source=options.validation_file,
+    # A warm start keeps its starting model's validation rows as validation: they stay unseen.
+    held_out = read_validation_split(init_dir) if init_dir and not options.validation_file else None
+    splits = load_intent_splits(intents_source, validation_source=options.validation_file, held_out=held_out,
                                 val_fraction=settings.val_fraction, seed=settings.seed,
                                 min_examples=settings.min_examples_per_intent)
     test_set = load_intents(options.test_file, known_labels=splits.labels) if options.test_file else None
+    augmented = 0
+    if settings.augment_copies > 0:   # noisy copies of the training rows only: validation stays as written
+        splits.train, augmented = with_augmented_rows(splits.train, settings.augment_copies, settings.seed)
+        log.info("  %d augmented training rows (typos, informal spelling, prefixes)", augmented)
     pairs = None
     if settings.contrastive_weight > 0 and not options.no_faq:
-        pairs = faq_pairs(load_faq(data.faq), max_pairs_per_faq=settings.max_pairs_per_faq, seed=settings.seed)
+        pairs = faq_pairs(load_faq(data.faq), max_pairs_per_faq=settings.max_pairs_per_faq, seed=settings.seed,
+                          augment_copies=settings.augment_copies)
     pair_plan = None
     if pairs is not None:
         # Fewer pairs than a batch: the largest batch that still divides over the processes.
@@ -198,7 +209,19 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
         else:
             pair_plan = loop.batch_plan(pair_batch, "training.contrastive_batch_size")
 
-    model = SupportModel.from_encoder(encoder_name, splits.labels, max_length=max_length)
+    head_kept = False
+    if init_dir is not None:
+        model = SupportModel.from_pretrained(init_dir, config_path=config.path)
+        head_kept = model.labels == splits.labels
+        if not head_kept:   # intents added or removed since: keep the encoder, fit a new head below
+            log.warning("warm start from %s: its intents differ from the data's, the intent head starts afresh", init_dir)
+            model = SupportModel(model.encoder, model.tokenizer, splits.labels, max_length=max_length,
+                                 base_encoder=model.base_encoder)
+        model.metadata, model.fingerprint = {}, ""
+        log.info("warm start from %s: %.2g epochs, learning rates x %.2g", init_dir, settings.epochs,
+                 settings.warm_lr_scale)
+    else:
+        model = SupportModel.from_encoder(encoder_name, splits.labels, max_length=max_length)
     tokenizer = model.tokenizer
     cache_dir = config.artifacts_dir / "cache" / "tokenized"
     with acc.local_main_process_first():  # one process per machine tokenises and caches; the others read it
@@ -229,8 +252,11 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
     head_init_seconds = 0.0
     anchor_logits = None  # [n_train, n_labels]: the frozen-embedding regression's logits, per training row
     use_anchor = settings.anchor_weight > 0
+    if use_anchor and head_kept:
+        log.warning("training.anchor_weight is not used in a warm start (its anchor is the fresh head's regression)")
+        use_anchor = False
     # On resume the head comes from the checkpoint, but the anchor is recomputed (deterministically).
-    if settings.head_init == "logreg" and (not options.resume or use_anchor):
+    if settings.head_init == "logreg" and not head_kept and (not options.resume or use_anchor):
         t0 = time.perf_counter()
         model.to(acc.device)
         embs, ids, rows = [], [], []
@@ -272,7 +298,8 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
         validation_rows=rows_of(splits.validation), wise_alphas=settings.wise_alphas,
         meta={"contrastive_pairs": len(pair_ds) if pair_ds is not None else 0,
               "intents_file": str(intents_source), "faq_file": str(data.faq), "corrections": data.corrections,
-              "corrections_weight": data.weight, "data_sha256": data.digest},
+              "corrections_weight": data.weight, "data_sha256": data.digest,
+              "init_from": str(init_dir) if init_dir else None, "augmented_rows": augmented},
         results={"head_init_seconds": round(head_init_seconds, 2)},
     )
     return loop.run(task)
