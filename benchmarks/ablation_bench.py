@@ -13,6 +13,8 @@ Features:
 - compare:     "A vs B" / "difference between A and B" answered side by side (retrieval/compare.py)
 - superlative: "the cheapest robot vacuum" ordered strictly by the attribute (retrieval/recommend.py)
 - context:     follow-ups read together with the previous turn (service/context.py)
+- fusion:      FAQ hits re-ranked by the learned dense + BM25 fusion (retrieval/fusion.py); off is
+               `--set retrieval.fusion=false`, dense order and the dense threshold
 """
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ from evaluation.dialog import DialogEvaluator  # noqa: E402
 from evaluation.evaluate import assistant_factory  # noqa: E402
 from service.assembly import load_nlu  # noqa: E402
 
-FEATURES = (None, "compare", "superlative", "context")
+FEATURES = (None, "compare", "superlative", "context", "fusion")
+# Features switched off through the config (the assistant is assembled again with these overrides).
+CONFIG_OFF = {"fusion": ["retrieval.fusion=false"]}
 METRICS = ("resolution", "turn_resolution", "action_accuracy", "faq_hit_at_1", "product_hit")
 
 
@@ -73,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         make = assistant_factory(config, nlu, Path(tmp))
         for feature in FEATURES:
+            factory = make
+            if feature in CONFIG_OFF:
+                (Path(tmp) / feature).mkdir()
+                factory = assistant_factory(load_config(args.config, CONFIG_OFF[feature]), nlu, Path(tmp) / feature)
             with without(feature):
-                metrics = evaluator.run(make).metrics
+                metrics = evaluator.run(factory).metrics
             rows.append({"run": "all features" if feature is None else f"without {feature}",
                          **{k: metrics.get(k) for k in METRICS}, "dialogs": metrics.get("dialogs")})
     print(f"{'run':<22}" + "".join(f"{k:>17}" for k in METRICS))
