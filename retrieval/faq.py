@@ -22,7 +22,6 @@ from retrieval.index import BUILD_HINT, Hit, VectorIndex
 from retrieval.lexical import LexicalIndex, content_hash
 
 if TYPE_CHECKING:
-    from retrieval.fusion import FusionModel
     from runtime.embedder import Embedder
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,9 @@ class FaqIndex:
         counts = Counter(m.get("faq_id") for _, m in index.items())
         self._per_faq = max(counts.values(), default=1)  # wordings per FAQ, to size the raw search
         self.lexical = lexical if lexical is not None else self._new_lexical()
-        self.fusion: "FusionModel | None" = None   # set by retrieval.build.load_indexes when fusion is on
+        # A retrieval.fusion.FusionModel, set by retrieval.build.load_indexes when fusion is on (not imported
+        # here: fusion reads the FAQ index, the index only calls the model's `candidates` and `rerank`).
+        self.fusion: Any = None
         self._vectors_by_faq: dict[str, tuple[list[str], np.ndarray]] | None = None   # built on first use
 
     def _new_lexical(self) -> LexicalIndex:
