@@ -181,6 +181,19 @@ def model_versions(turns: Iterable[dict[str, Any]]) -> list[str]:
     return sorted({str(t["model_version"]) for t in turns if t.get("model_version")})
 
 
+def compare_versions(turns: Iterable[dict[str, Any]], ratings: Sequence[dict[str, Any]],
+                     versions: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """An A/B comparison: (headers, rows) with one column per version, each summarised over the
+    conversations it answered (a split pins a conversation to one version) and its own ratings."""
+    df = turns_frame(turns)
+    columns = []
+    for version in versions:
+        mine = df[df["model_version"] == version]
+        columns.append(summary_rows(summarise(mine, [r for r in ratings if r.get("model_version") == version])))
+    names = [row[0] for row in columns[0]] if columns else []
+    return ["measure", *versions], [[name, *(col[i][1] for col in columns)] for i, name in enumerate(names)]
+
+
 def summary_rows(s: Summary) -> list[list[str]]:
     """The summary as [measure, value] rows for a table."""
     def pct(x: float) -> str:

@@ -9,6 +9,10 @@ so turns in flight finish on the old version and the next ones use the new one; 
 the version that made it (`reply.model_version`). Observers live in one list shared by every version's
 assistant, so metrics see all turns. The assistants of the last versions are kept (`keep`), so a
 rollback is a swap, not a load. Every replica runs its own watcher on the shared store, so all switch.
+
+An A/B split (service/ab.py) is read the same way: while one is set, the conversations whose session
+id falls in the candidate's share are answered by the candidate's assistant (loaded off the request
+path like a promotion), all their turns, on every replica; the others by the served version.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from service.ab import Split, on_candidate, read_split
 from service.assembly import served_setting
 from service.engine import Assistant, TurnEvent
 from service.reply import Reply
@@ -48,6 +53,7 @@ class LiveAssistant:
         self._version = version
         self._warm: OrderedDict[str | None, Assistant] = OrderedDict({version: current})
         self._failed: dict[str, float] = {}   # version -> when its load failed (retried after a while)
+        self._split: tuple[Split, Assistant] | None = None   # one attribute: a turn reads split and assistant together
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self.switches = 0
@@ -79,15 +85,28 @@ class LiveAssistant:
     def model_version(self) -> str:
         return self._current.model_version
 
+    @property
+    def split(self) -> Split | None:
+        """The A/B split this server applies now (None: every conversation on the served version)."""
+        pair = self._split
+        return pair[0] if pair is not None else None
+
+    def assistant_for(self, session_id: str) -> Assistant:
+        """The version that answers this conversation: the split's candidate for its share, else the served one."""
+        pair = self._split
+        if pair is not None and on_candidate(session_id, pair[0]):
+            return pair[1]
+        return self._current
+
     def respond(self, session_id: str, message: object) -> Reply:
-        assistant = self._current   # one read: this turn runs on this version to the end
+        assistant = self.assistant_for(session_id)   # one read: this turn runs on this version to the end
         return assistant.respond(session_id, message)
 
     def history(self, session_id: str) -> list[dict[str, Any]]:
-        return self._current.history(session_id)
+        return self.assistant_for(session_id).history(session_id)
 
     def reset(self, session_id: str) -> None:
-        self._current.reset(session_id)
+        self.assistant_for(session_id).reset(session_id)
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (nlu, sessions, transcripts, desk, domain, faq_records...) is the current version's.
@@ -100,27 +119,58 @@ class LiveAssistant:
         return served_setting(self._store)
 
     def poll(self) -> bool:
-        """Read the setting; switch when it names another version. True when it switched."""
+        """Read the settings; switch when the served one names another version, and follow the A/B
+        split. True when the served version switched."""
         with self._poll_lock:
+            switched = False
             wanted = self.served_setting()
-            if wanted is None or wanted == self._version:
-                return False
-            failed_at = self._failed.get(wanted)
-            if failed_at is not None and time.monotonic() - failed_at < 30:
-                return False   # a version that would not load is retried every 30 s, not twice a second
-            assistant = self._warm.get(wanted)
-            if assistant is None:
-                t0 = time.perf_counter()
-                try:
-                    assistant = self._load(wanted)
-                except Exception:   # keep serving the current version; the log says why
-                    log.exception("cannot load version %s; still serving %s", wanted, self._version)
-                    self._failed[wanted] = time.monotonic()
-                    return False
-                log.info("loaded version %s in %.2f s", wanted, time.perf_counter() - t0)
-            self._failed.pop(wanted, None)
-            self.switch_to(wanted, assistant)
-            return True
+            if wanted is not None and wanted != self._version:
+                assistant = self._assistant_of(wanted)
+                if assistant is not None:
+                    self.switch_to(wanted, assistant)
+                    switched = True
+            self._follow_split(read_split(self._store))
+            return switched
+
+    def _assistant_of(self, version: str) -> Assistant | None:
+        """A version's assistant (kept warm or loaded now), or None when it will not load (logged)."""
+        failed_at = self._failed.get(version)
+        if failed_at is not None and time.monotonic() - failed_at < 30:
+            return None   # a version that would not load is retried every 30 s, not twice a second
+        assistant = self._warm.get(version)
+        if assistant is None and self._split is not None and self._split[0].version == version:
+            assistant = self._split[1]
+        if assistant is None:
+            t0 = time.perf_counter()
+            try:
+                assistant = self._load(version)
+            except Exception:   # keep serving what is served; the log says why
+                log.exception("cannot load version %s; still serving %s", version, self._version)
+                self._failed[version] = time.monotonic()
+                return None
+            log.info("loaded version %s in %.2f s", version, time.perf_counter() - t0)
+        self._failed.pop(version, None)
+        return assistant
+
+    def _follow_split(self, split: Split | None) -> None:
+        if split is not None and split.version == self._version:
+            split = None   # the candidate was promoted: everyone is on it now
+        current = self._split
+        if split is None:
+            if current is not None:
+                self._split = None
+                log.warning("A/B split with %s ended: every conversation on %s", current[0].version, self._version)
+            return
+        if current is not None and current[0] == split:
+            return
+        assistant = self._assistant_of(split.version)
+        if assistant is None:
+            self._split = None   # a candidate that will not load answers nobody
+            return
+        assistant.observers = self._observers
+        self._split = (split, assistant)
+        log.warning("A/B split: %s answers %.0f%% of conversations, %s the rest", split.version, split.share * 100,
+                    self._version)
 
     def switch_to(self, version: str | None, assistant: Assistant) -> None:
         """Serve `assistant` (as `version`) from the next turn on."""

@@ -42,8 +42,9 @@ from core.config import Config
 from core.errors import ArtifactError, ConfigError
 from core.layout import VERSION_FILE, ArtifactLayout, is_version_name
 from evaluation.gate import fmt_cell
-from service.assembly import SERVED_SETTING
 from runtime.folder import read_model_meta
+from service.ab import SPLIT_SETTING, Split, check_share, read_split
+from service.assembly import SERVED_SETTING
 
 log = logging.getLogger("training.models")
 
@@ -367,6 +368,7 @@ class Registry:
             version.meta["status"] = "promoted"
             self._save(version)
             self.set_served(name)
+            self._end_split(by, f"{name} promoted")
             return {"version": name, "promoted": True, "forced": force, "gate": gate_summary}
 
     def rollback_target(self) -> Version | None:
@@ -402,8 +404,54 @@ class Registry:
             self._event(target, "restored", by, previous=current.name)
             self._save(target)
             self.set_served(target.name)
+            self._end_split(by, f"rolled back to {target.name}")
             log.warning("rolled back from %s to %s by %s", current.name, target.name, by)
             return {"from": current.name, "to": target.name}
+
+    # -- A/B split (service/ab.py) -----------------------------------------------------------------
+    def split(self) -> Split | None:
+        """The A/B split every replica applies now, or None."""
+        return read_split(self.store)
+
+    def start_split(self, name: str, share: float, *, by: str = "cli") -> Split:
+        """Let candidate `name` answer `share` of the conversations (new ones and running ones whose
+        session falls in that share); replaces any split running."""
+        with self.locked():
+            version = self.get(name)
+            if name == self.served_name():
+                raise ArtifactError(f"{name} is the served version; an A/B split tries a candidate against it")
+            if version.model_dir() is None:
+                raise ArtifactError(f"{name} has no model folder ({version.path}); it cannot answer anyone")
+            try:
+                share = check_share(share)
+            except ValueError as exc:
+                raise ConfigError(f"--share {share}: {exc}") from None
+            self._end_split(by, f"replaced by a split with {name}")
+            split = Split(name, share, now_iso(), by)
+            self.store.set_setting(SPLIT_SETTING, split.to_json())
+            self._event(version, "split_started", by, share=share, served=self.served_name())
+            self._save(version)
+            log.warning("A/B split: %s answers %.0f%% of conversations (by %s)", name, share * 100, by)
+            return split
+
+    def stop_split(self, *, by: str = "cli") -> Split | None:
+        """End the split (every conversation back on the served version); the split that ended, or None."""
+        with self.locked():
+            return self._end_split(by, "stopped")
+
+    def _end_split(self, by: str, why: str) -> Split | None:
+        current = read_split(self.store)
+        if current is None:
+            return None
+        self.store.set_setting(SPLIT_SETTING, "")
+        try:
+            version = self.get(current.version)
+            self._event(version, "split_ended", by, why=why, since=current.since)
+            self._save(version)
+        except ArtifactError:   # the version folder is gone: the setting is cleared all the same
+            pass
+        log.warning("A/B split with %s ended (%s)", current.version, why)
+        return current
 
 
 def _report_summary(report_dir: Path) -> dict[str, Any] | None:
@@ -452,6 +500,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "as a candidate version")
     sub.add_parser("adopt", help="first time: register the current build and serve it (what the first "
                                  "pipeline run does)")
+    split = sub.add_parser("split", help="A/B: let a candidate answer a share of the conversations (--stop ends it)")
+    split.add_argument("version", nargs="?", help="the candidate version")
+    split.add_argument("--share", type=float, default=0.1, help="share of conversations it answers (default 0.1)")
+    split.add_argument("--stop", action="store_true", help="end the split: every conversation on the served version")
+    split.add_argument("--operator", default=os.environ.get("USER") or "cli", help="who does it (for the log)")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     config = config_from_args(args)
@@ -466,6 +519,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in rows:
             print(f"{'*' if r['served'] else ' '} {r['version']:8s} {r['status']:11s} {fmt_cell(r['created_at']):25s} "
                   f"{fmt_cell(r['parent']):7s} {fmt_cell(r['model']):8s} {fmt_cell(r['resolution']):10s} {r['gate']}")
+        split = registry.split()
+        if split is not None:
+            print(f"A/B split since {split.since}: {split.version} answers {split.share:.0%} of conversations")
+        return 0
+    if args.command == "split":
+        if args.stop:
+            ended = registry.stop_split(by=args.operator)
+            print(f"A/B split with {ended.version} ended" if ended else "no A/B split was running")
+            return 0
+        if not args.version:
+            raise ConfigError(f"name the candidate (`{PROG} --config {config.path} split vNNNN --share 0.1`) "
+                              f"or pass --stop")
+        started = registry.start_split(args.version, args.share, by=args.operator)
+        print(f"{started.version} now answers {started.share:.0%} of conversations; the running app follows within "
+              f"a second; compare them in the console's Monitoring tab (model version filter) or Versions tab")
         return 0
     if args.command == "show":
         v = registry.get(args.version)

@@ -41,6 +41,26 @@ def _served_line(registry: Any, live: Any) -> str:
     return text
 
 
+def split_view(registry: Any, store: Any) -> tuple[str, list[str], list[list[str]]]:
+    """The A/B split's state and, while one runs, each side's figures since it started."""
+    from datetime import datetime
+
+    from evaluation.monitoring import compare_versions
+
+    split = registry.split()
+    if split is None:
+        return "No A/B split is running.", ["measure"], []
+    served = registry.served_name()
+    try:
+        since = datetime.fromisoformat(split.since).timestamp()
+    except ValueError:
+        since = None
+    headers, rows = compare_versions(store.turns(since=since), store.ratings(since=since), [served, split.version])
+    text = (f"A/B split since {presenters.escape_text(split.since)}: **{presenters.escape_text(split.version)}** "
+            f"answers {split.share:.0%} of conversations, {presenters.escape_text(served)} the rest.")
+    return text, headers, rows
+
+
 def version_report(registry: Any, name: str) -> str:
     """A version's summary and its gate report as Markdown (customer text escaped)."""
     from evaluation.gate import render_gate_markdown
@@ -92,14 +112,40 @@ def build_versions_tab(ctx: Any) -> None:
         rollback = gr.Button("Roll back", variant="stop", scale=1, elem_id="versions-rollback")
     message = gr.Markdown(elem_id="versions-message")
     report = gr.Markdown(elem_id="versions-report")
+    gr.Markdown("**A/B split**: a candidate answers a share of the conversations (each conversation stays "
+                "with one version) and the served version the rest; their figures side by side below.")
+    with gr.Row():
+        share = gr.Number(value=0.1, minimum=0.01, maximum=0.5, step=0.05, label="Candidate's share", scale=1,
+                          elem_id="versions-share")
+        start_split = gr.Button("Start A/B split with the version above", scale=2, elem_id="versions-split-start")
+        stop_split = gr.Button("Stop A/B split", scale=1, elem_id="versions-split-stop")
+    split_line = gr.Markdown(elem_id="versions-split")
+    split_table = gr.Dataframe(headers=["measure"], interactive=False, label="A/B split: each version since it "
+                               "started", datatype="str", elem_id="versions-split-table")
 
-    def listing() -> tuple[str, list[list[str]]]:
+    def listing() -> tuple[str, list[list[str]], str, Any]:
         reg = registry()
-        return _served_line(reg, ctx.assistant), _rows(reg)
+        text, headers, rows = split_view(reg, ctx.store)
+        return _served_line(reg, ctx.assistant), _rows(reg), text, gr.Dataframe(value=rows, headers=headers)
 
     def do_refresh(request: gr.Request):
         ctx.require(request)
         return listing()
+
+    def do_start_split(version: str, fraction: float, request: gr.Request):
+        operator = ctx.require(request)
+        try:
+            split = registry().start_split(version, float(fraction or 0), by=f"{operator} (console)")
+            text = f"{split.version} now answers {split.share:.0%} of conversations."
+        except AttendantError as exc:
+            text = str(exc)
+        return (presenters.escape_text(text), *listing())
+
+    def do_stop_split(request: gr.Request):
+        operator = ctx.require(request)
+        ended = registry().stop_split(by=f"{operator} (console)")
+        text = f"A/B split with {ended.version} ended." if ended else "No A/B split was running."
+        return (presenters.escape_text(text), *listing())
 
     def do_show(version: str, request: gr.Request):
         ctx.require(request)
@@ -130,7 +176,10 @@ def build_versions_tab(ctx: Any) -> None:
             text = str(exc)
         return (presenters.escape_text(text), *listing())
 
-    refresh.click(do_refresh, None, [served, table], api_visibility="private")
+    views = [served, table, split_line, split_table]
+    refresh.click(do_refresh, None, views, api_visibility="private")
     show.click(do_show, [name], [report], api_visibility="private")
-    promote.click(do_promote, [name], [message, report, served, table], api_visibility="private")
-    rollback.click(do_rollback, None, [message, served, table], api_visibility="private")
+    promote.click(do_promote, [name], [message, report, *views], api_visibility="private")
+    rollback.click(do_rollback, None, [message, *views], api_visibility="private")
+    start_split.click(do_start_split, [name, share], [message, *views], api_visibility="private")
+    stop_split.click(do_stop_split, None, [message, *views], api_visibility="private")

@@ -192,14 +192,24 @@ def test_the_console_versions_tab_lists_gates_and_logs_the_operator(project, tin
     with pytest.raises(gr.Error):
         fns["do_refresh"](None)
     logged_in = object()
-    served, rows = fns["do_refresh"](logged_in)
+    served, rows, split_line, _ = fns["do_refresh"](logged_in)
     assert "**v0001**" in served and [r[:3] for r in rows] == [["", "v0002", "candidate"], ["served", "v0001", "promoted"]]
+    assert split_line == "No A/B split is running."
+    with pytest.raises(gr.Error):
+        fns["do_start_split"]("v0002", 0.1, None)
+    message, *_ = fns["do_start_split"]("v0001", 0.1, logged_in)
+    assert "is the served version" in message
+    message, _, _, split_line, split_table = fns["do_start_split"]("v0002", 0.25, logged_in)
+    assert "v0002 now answers 25%" in message and "**v0002** answers 25%" in split_line
+    assert registry.split().by == "operator (console)"
+    message, *_ = fns["do_stop_split"](logged_in)
+    assert "ended" in message and registry.split() is None
     with pytest.raises(gr.Error):
         fns["do_promote"]("v0002", None)
-    message, report, served, rows = fns["do_promote"]("v0002", logged_in)
+    message, report, served, rows, *_ = fns["do_promote"]("v0002", logged_in)
     assert "refused by the gate" in message and "REFUSED" in report and "held-out resolution drops" in report
     assert registry.get("v0002").meta["events"][-1]["by"] == "operator (console)"
     assert [r[2] for r in rows] == ["refused", "promoted"]
-    message, served, rows = fns["do_rollback"](logged_in)
+    message, served, rows, *_ = fns["do_rollback"](logged_in)
     assert "nothing to roll back to" in message and "**v0001**" in served
     assert "v0001: promoted" in fns["do_show"]("v0001", logged_in)

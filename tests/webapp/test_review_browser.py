@@ -85,3 +85,19 @@ def test_review_queue_shows_a_ranked_conversation_and_a_correction_is_stored(ope
     (c,) = mine
     assert c["kind"] == "out_of_scope" and c["turn_id"] == turns[1] and c["author"] and c["created_at"] > 0
     assert "can you fix my bike" in c["payload"]["text"] and "jane.doe@example.com" not in c["payload"]["text"]
+
+
+def test_versions_tab_shows_the_registry_and_the_split_state(operator_app_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        operator_login(page, operator_app_server["url"], operator_app_server["password"])
+        page.get_by_role("tab", name="Versions").click(timeout=60_000)
+        page.get_by_role("button", name="Refresh").first.click()
+        page.locator("#versions-split").get_by_text("No A/B split is running.").wait_for(timeout=60_000)
+        assert "Served version" in page.locator("#versions-served").inner_text()
+        # a split needs a registered candidate: a name that is none says why, in the message line
+        page.locator("#versions-name textarea, #versions-name input").first.fill("no-such-version")
+        page.get_by_role("button", name="Start A/B split with the version above").click()
+        page.locator("#versions-message").get_by_text("is not a version name").wait_for(timeout=60_000)
+    finally:
+        page.close()
