@@ -137,6 +137,18 @@ class FaqIndex:
             out.append([Hit(fid, s, self.faqs.get(fid, {"id": fid})) for fid, s in ranked])
         return out
 
+    def paraphrase_vectors(self, embedder: "Embedder", purpose: str) -> tuple[list[tuple[str, dict]], np.ndarray]:
+        """(entry id, meta) of every indexed paraphrase and its vector: the queries of a leave-one-out
+        (each searched with `exclude` = its own entry). ValueError naming `purpose` when there are none."""
+        entries = [(eid, m) for eid, m in self.index.items() if m.get("source") == "paraphrase"]
+        if not entries:
+            raise ValueError(f"{purpose} needs FAQ paraphrases; the FAQ file has none")
+        try:
+            vectors = self.index.reconstruct([eid for eid, _ in entries])
+        except RuntimeError:  # an index kind that cannot give vectors back: embed again
+            vectors = embedder.encode([m["text"] for _, m in entries])
+        return entries, vectors
+
     def wording_similarities(self, vector: Any, faq_ids: Sequence[str],
                              exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, tuple[np.ndarray, float]]:
         """Per FAQ: the cosine of the query with each of its wordings (those in `exclude` left out), and with
@@ -236,13 +248,7 @@ def calibrate_faq_threshold(faq_index: FaqIndex, embedder: "Embedder", intents: 
     The threshold maximises balanced accuracy (classes are unbalanced, and both errors matter:
     answering a non-FAQ message, or handing a real question to the fallback).
     """
-    entries = [(eid, m) for eid, m in faq_index.index.items() if m.get("source") == "paraphrase"]
-    if not entries:
-        raise ValueError("calibration needs FAQ paraphrases; the FAQ file has none")
-    try:
-        pvec = faq_index.index.reconstruct([eid for eid, _ in entries])
-    except RuntimeError:  # an index kind that cannot give vectors back: embed again
-        pvec = embedder.encode([m["text"] for _, m in entries])
+    entries, pvec = faq_index.paraphrase_vectors(embedder, "calibration")
     hits = faq_index.search_batch(pvec, 1, exclude=[{eid} for eid, _ in entries])
     pos, correct = [], 0
     for (eid, m), h in zip(entries, hits):

@@ -164,13 +164,7 @@ class FusionTraining:
 def _loo_groups(faq_index: "FaqIndex", lexical: "LexicalIndex", embedder: "Embedder",
                 candidates: int) -> tuple[list[_Group], int, int]:
     """Leave-one-out groups from the FAQ's paraphrases: (groups, queries, dense top-1 correct)."""
-    entries = [(eid, m) for eid, m in faq_index.index.items() if m.get("source") == "paraphrase"]
-    if not entries:
-        raise ValueError("fusion training needs FAQ paraphrases; the FAQ file has none")
-    try:
-        vectors = faq_index.index.reconstruct([eid for eid, _ in entries])
-    except RuntimeError:   # an index kind that cannot give vectors back: embed again
-        vectors = embedder.encode([m["text"] for _, m in entries])
+    entries, vectors = faq_index.paraphrase_vectors(embedder, "fusion training")
     dense = faq_index.search_batch(vectors, candidates, exclude=[{eid} for eid, _ in entries])
     groups, dense_correct = [], 0
     for (eid, m), vector, hits in zip(entries, vectors, dense):
