@@ -15,6 +15,9 @@ Features:
 - context:     follow-ups read together with the previous turn (service/context.py)
 - fusion:      FAQ hits re-ranked by the learned dense + BM25 fusion (retrieval/fusion.py); off is
                `--set retrieval.fusion=false`, dense order and the dense threshold
+And one variant that is off by default, measured the other way round:
+- learned:     the policy's cut-offs fitted on the training dialogs (`policy.decisions=learned`,
+               training/decisions.py; fit them first with `python -m training.decisions`)
 """
 from __future__ import annotations
 
@@ -35,9 +38,10 @@ from evaluation.dialog import DialogEvaluator  # noqa: E402
 from evaluation.evaluate import assistant_factory  # noqa: E402
 from service.assembly import load_nlu  # noqa: E402
 
-FEATURES = (None, "compare", "superlative", "context", "fusion")
-# Features switched off through the config (the assistant is assembled again with these overrides).
-CONFIG_OFF = {"fusion": ["retrieval.fusion=false"]}
+FEATURES = (None, "compare", "superlative", "context", "fusion", "learned")
+# Variants made through the config (the assistant is assembled again with these overrides).
+CONFIG_VARIANTS = {"fusion": ("without fusion", ["retrieval.fusion=false"]),
+                   "learned": ("with learned cut-offs", ["policy.decisions=learned"])}
 METRICS = ("resolution", "turn_resolution", "action_accuracy", "faq_hit_at_1", "product_hit")
 
 
@@ -78,16 +82,18 @@ def main(argv: list[str] | None = None) -> int:
         make = assistant_factory(config, nlu, Path(tmp))
         for feature in FEATURES:
             factory = make
-            if feature in CONFIG_OFF:
+            name = "all features" if feature is None else f"without {feature}"
+            if feature in CONFIG_VARIANTS:
+                name, overrides = CONFIG_VARIANTS[feature]
                 (Path(tmp) / feature).mkdir()
-                factory = assistant_factory(load_config(args.config, CONFIG_OFF[feature]), nlu, Path(tmp) / feature)
+                factory = assistant_factory(load_config(args.config, overrides), nlu, Path(tmp) / feature)
             with without(feature):
                 metrics = evaluator.run(factory).metrics
-            rows.append({"run": "all features" if feature is None else f"without {feature}",
+            rows.append({"run": name,
                          **{k: metrics.get(k) for k in METRICS}, "dialogs": metrics.get("dialogs")})
-    print(f"{'run':<22}" + "".join(f"{k:>17}" for k in METRICS))
+    print(f"{'run':<24}" + "".join(f"{k:>17}" for k in METRICS))
     for r in rows:
-        print(f"{r['run']:<22}" + "".join(f"{r[k]:>17.3f}" if r[k] is not None else f"{'-':>17}" for k in METRICS))
+        print(f"{r['run']:<24}" + "".join(f"{r[k]:>17.3f}" if r[k] is not None else f"{'-':>17}" for k in METRICS))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"dialogs": shown_path(args.dialogs), "rows": rows}, indent=2) + "\n")
     return 0

@@ -127,14 +127,23 @@ class RetrievalConfig(_Checks):
 
 @dataclass
 class PolicyConfig(_Checks):
+    """`policy:` the decision's cut-offs. Each one set here wins; a None one comes from
+    `<artifacts>/indexes/decisions.json` (fitted on the training dialogs, training/decisions.py) when
+    `decisions: learned`, else from the calibration or the hand-set default (service/policy.py HAND)."""
     SECTION = "policy"
-    faq_threshold: float | None = None     # None: calibrated on the FAQ paraphrases at build time
-    clarify_margin: float = 0.03           # two FAQ candidates closer than this: ask which one
-    intent_threshold: float | None = None  # None: calibrated at build/training time
+    DECISION_SOURCES = ("hand", "learned")
+    decisions: str = "hand"                # hand: hand-set cut-offs; learned: those fitted in decisions.json
+    faq_threshold: float | None = None     # None: calibrated on the FAQ paraphrases at build time (+ learned offset)
+    clarify_margin: float | None = None    # two FAQ candidates closer than this: ask which one (hand: 0.03)
+    intent_threshold: float | None = None  # None: learned, else calibrated at build/training time, else 0.5
+    near_faq: float | None = None          # below the FAQ threshold by less: offer candidates (hand: 0.08)
     max_message_chars: int = 2000
 
     def validate(self, where: str) -> None:
-        self._not_negative(where, "clarify_margin")
+        self._one_of(where, "decisions", self.DECISION_SOURCES)
+        for key in ("clarify_margin", "near_faq"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise self._bad(where, key, "must not be negative")
         self._at_least_one(where, "max_message_chars")
 
 

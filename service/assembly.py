@@ -14,7 +14,9 @@ no registry: the root layout, exactly as before.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from service.engine import Assistant
 from service.flows import FlowRunner
 from service.nlu import NLU, FrozenEncoderNLU, ModelNLU
 from service.oos import OOSDetector
-from service.policy import Thresholds
+from service.policy import HAND_CLARIFY_MARGIN, HAND_INTENT, HAND_NEAR_FAQ, Thresholds
 from service.store import Store
 
 log = logging.getLogger(__name__)
@@ -164,21 +166,82 @@ def build_version_assistant(config: Config, version: str | None, store: Store, *
     return build_assistant(vconfig, store=store, **kwargs)
 
 
+# ---- the policy's cut-offs ----------------------------------------------------------------------------
+DECISIONS_FILE = "decisions.json"   # under the index folder: cut-offs fitted by training/decisions.py
+LEARNED_KEYS = ("intent", "faq_offset", "near_faq", "clarify_margin")
+
+
+def decisions_command(config: Config) -> str:
+    return f"python -m training.decisions --config {config.path}"
+
+
+def read_decisions(path: Path, fingerprint: str | None, faq_base: float | None,
+                   hint: str = "python -m training.decisions --config CONFIG") -> dict[str, float] | None:
+    """The learned cut-offs in `path`, or None (logged) when the file is missing or stale: fitted with
+    another encoder, or on another FAQ calibration (indexes rebuilt since, or fusion switched). A file
+    that is there but unreadable or out of range is an ArtifactError: something damaged it."""
+    if not path.is_file():
+        log.warning("policy.decisions is learned but %s is missing; using the hand-set cut-offs (fit them with "
+                    "`%s`)", path, hint)
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        fitted = data.get("fitted", list(LEARNED_KEYS))   # the cut-offs the fitter searched; the rest stay hand-set
+        if not isinstance(fitted, list) or not set(fitted) <= set(LEARNED_KEYS):
+            raise ValueError(f"'fitted' must list some of {', '.join(LEARNED_KEYS)}")
+        values = {k: float(data["thresholds"][k]) for k in fitted}
+        if not all(math.isfinite(v) for v in values.values()) or not 0 < values.get("intent", 0.5) <= 1 \
+                or values.get("near_faq", 0) < 0 or values.get("clarify_margin", 0) < 0:
+            raise ValueError("a cut-off out of range")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path} is corrupt ({str(exc)[:120] or type(exc).__name__}); refit it with "
+                            f"`{hint}`, or serve the hand-set cut-offs with policy.decisions: hand") from None
+    if fingerprint is not None and data.get("encoder_fingerprint") != fingerprint:
+        log.warning("%s was fitted with another encoder (%s); using the hand-set cut-offs until it is refitted "
+                    "with `%s`", path, data.get("encoder"), hint)
+        return None
+    base = data.get("faq_base")
+    if faq_base is not None and (not isinstance(base, (int, float)) or abs(float(base) - faq_base) > 1e-9):
+        log.warning("%s was fitted on another FAQ threshold (%s, now %.4f: indexes rebuilt or fusion switched); "
+                    "using the hand-set cut-offs until it is refitted with `%s`", path, base, faq_base, hint)
+        return None
+    return values
+
+
+def policy_thresholds(config: Config, calibration: dict, fingerprint: str | None) -> Thresholds:
+    """The policy's cut-offs. Precedence, per cut-off: a value set in the config's `policy:` section, then
+    (`policy.decisions: learned`) the fitted one in decisions.json, then the calibration (FAQ, intent)
+    or the hand-set default. A learned FAQ cut-off is an offset on the calibrated threshold."""
+    policy = config.policy
+    faq_base = calibration.get("faq_threshold")
+    if faq_base is None and policy.faq_threshold is None:
+        raise ArtifactError(f"{config.index_dir / 'calibration.json'} has no faq_threshold; rebuild it with "
+                            f"`python -m retrieval.build --config {config.path}`")
+    learned = None
+    if policy.decisions == "learned":
+        learned = read_decisions(config.index_dir / DECISIONS_FILE, fingerprint,
+                                 None if faq_base is None else float(faq_base), decisions_command(config))
+    learned = learned or {}
+
+    def pick(explicit: float | None, key: str, default: float) -> float:
+        return float(explicit) if explicit is not None else float(learned.get(key, default))
+
+    faq = policy.faq_threshold if policy.faq_threshold is not None else float(faq_base) + learned.get("faq_offset", 0.0)
+    return Thresholds(faq=float(faq),
+                      clarify_margin=pick(policy.clarify_margin, "clarify_margin", HAND_CLARIFY_MARGIN),
+                      intent=pick(policy.intent_threshold, "intent",
+                                  float(calibration.get("intent_threshold") or HAND_INTENT)),
+                      near_faq=pick(policy.near_faq, "near_faq", HAND_NEAR_FAQ))
+
+
 def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None = None, **kwargs) -> Assistant:
     from retrieval.build import faq_source, load_indexes
 
     nlu = nlu or load_nlu(config)
     store = store or open_store(config)
     faq_index, recommender, calibration = load_indexes(config, nlu.embedder)
-    faq_threshold = config.policy.faq_threshold
-    if faq_threshold is None:
-        faq_threshold = calibration.get("faq_threshold")
-        if faq_threshold is None:
-            raise ArtifactError(f"{config.index_dir / 'calibration.json'} has no faq_threshold; rebuild it with "
-                                f"`python -m retrieval.build --config {config.path}`")
-    thresholds = Thresholds(faq=float(faq_threshold), clarify_margin=config.policy.clarify_margin,
-                            intent=float(config.policy.intent_threshold or calibration.get("intent_threshold") or 0.5))
-    log.info("thresholds: %s", thresholds)
+    thresholds = policy_thresholds(config, calibration, nlu.embedder.fingerprint)
+    log.info("thresholds: %s (%s)", thresholds, config.policy.decisions)
     oos = load_oos_detector(config, nlu)
     flows = FlowRunner(store, config.flows, intent_threshold=thresholds.intent)
     kwargs.setdefault("model_version", model_version_of(nlu))

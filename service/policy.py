@@ -28,12 +28,16 @@ _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two":
 _PICK = re.compile(r"^\s*(?:the\s+)?(1|2|3|first|second|third|one|two|three|top)\b(?:\s+one)?[\s.!]*$", re.I)
 
 
+# The hand-set cut-offs (`policy.decisions: hand`); training/decisions.py fits the learned ones from here.
+HAND_CLARIFY_MARGIN, HAND_INTENT, HAND_NEAR_FAQ = 0.03, 0.5, 0.08
+
+
 @dataclass
 class Thresholds:
-    faq: float               # best FAQ score needed to answer (calibrated at index build)
-    clarify_margin: float    # two different FAQs closer than this: ask which one
-    intent: float = 0.5      # NLU confidence needed to act on an intent
-    near_faq: float = 0.08   # below `faq` by less than this: offer the candidates instead of guessing
+    faq: float                                     # best FAQ score needed to answer (calibrated at index build)
+    clarify_margin: float = HAND_CLARIFY_MARGIN    # two different FAQs closer than this: ask which one
+    intent: float = HAND_INTENT                    # NLU confidence needed to act on an intent
+    near_faq: float = HAND_NEAR_FAQ                # below `faq` by less than this: offer candidates, not a guess
 
 
 @dataclass

@@ -9,7 +9,7 @@ Each step runs only when its output is missing or out of date (or with `--force`
 | train    | no teacher                                                                    | `<artifacts>/teacher/` |
 | distill  | no student, or the student was distilled from another teacher                  | `<artifacts>/student/` |
 | compress | no served model, or it was compressed from another student                    | `<artifacts>/served/` |
-| index    | the FAQ/product indexes are missing or were built by another encoder          | `<artifacts>/indexes/` |
+| index    | the FAQ/product indexes are missing or were built by another encoder (or, with `policy.decisions: learned`, the fitted cut-offs are) | `<artifacts>/indexes/` (+ `decisions.json`) |
 | evaluate | no report for the served model yet                                           | `<artifacts>/reports/` |
 
 A forced step makes every later step of the run out of date. Training and distillation run in
@@ -115,6 +115,12 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
         missing = [k for k in ("faq", "products") if not (layout.indexes / k).is_dir()]
         if missing:
             return False, f"missing index(es): {', '.join(missing)}"
+        if config.policy.decisions == "learned" and config.data.train_dialogs is not None:
+            from training.decisions import decisions_status
+
+            fitted, why = decisions_status(config, fingerprint)
+            if not fitted:
+                return False, why
         return True, f"indexes built with {encoder}"
     if step == "evaluate":
         from evaluation.report import latest_report_dir, load_report
@@ -159,7 +165,18 @@ def _run_step(step: str, config: Config, max_steps: int | None) -> dict[str, Any
         from retrieval.build import build_indexes
 
         summary = build_indexes(config, show_progress=False)
-        return {"output": summary["index_dir"], "encoder": summary["encoder"]}
+        out = {"output": summary["index_dir"], "encoder": summary["encoder"]}
+        if config.policy.decisions == "learned" and config.data.train_dialogs is not None:
+            # The policy's cut-offs are fitted on the served model + these indexes (they replay the training
+            # dialogs through them), so they are refitted with every index build that serves them. Off by
+            # default (they tied the hand-set ones on validation, README), and then not fitted: replaying
+            # the dialogs adds ~30 s to a build; `python -m training.decisions` fits them on demand. Not in
+            # retrieval.build: it plays whole conversations through the service, a layer above retrieval.
+            from training.decisions import fit_decisions
+
+            fitted = fit_decisions(config)
+            out["decisions"] = {"thresholds": fitted["thresholds"], "objective": fitted["objective"]["after"]}
+        return out
     if step == "evaluate":
         from evaluation.evaluate import run_evaluation
 
