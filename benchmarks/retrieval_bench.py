@@ -45,6 +45,11 @@ from core.config import Config, load_config, shown_path  # noqa: E402
 from core.errors import ConfigError  # noqa: E402
 
 
+
+def _shown_model(name: str) -> str:
+    """A model folder as a project-relative path (no machine's absolute path in results); a hub id as it is."""
+    return shown_path(name) if Path(name).exists() else name
+
 def faq_metrics(faq_index: FaqIndex, embedder, heldout: list[dict], threshold: float | None) -> dict[str, Any]:
     """Held-out FAQ metrics; with a fusion model attached to `faq_index`, of the fused ranking (its
     re-ranked candidates first, then the rest of the dense top 10)."""
@@ -147,7 +152,7 @@ def turn_latency(config: Config, args: argparse.Namespace) -> dict[str, Any] | N
                 assistant.respond(d["id"], turn["user"])
                 samples.append(time.perf_counter() - t0)
         store.close()
-    return {"n": len(samples), "model": nlu.embedder.name, **_pcts(samples)}
+    return {"n": len(samples), "model": _shown_model(nlu.embedder.name), **_pcts(samples)}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -221,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "config": shown_path(config.path),
-        "encoder": embedder.name,
+        "encoder": _shown_model(embedder.name),
         "encoder_fingerprint": embedder.fingerprint,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "loadavg": [round(v, 2) for v in os.getloadavg()]},  # latency on a shared box depends on it
