@@ -38,7 +38,7 @@ VIEWS = {
                                                   "what's the difference between the Arbor Cloudbook 11 and "
                                                   "the Arbor Cloudbook 14?"]),
     # Quick replies: the clarification's candidates as buttons.
-    "phone": ({"width": 390, "height": 844}, ["hello there!", "can I change it"]),
+    "phone": ({"width": 390, "height": 844}, ["hello there!", "is there a charge"]),
 }
 log = logging.getLogger("make_screenshots")
 
