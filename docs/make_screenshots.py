@@ -37,8 +37,8 @@ VIEWS = {
     "desktop": ({"width": 1280, "height": 900}, ["a cheap laptop for a student",
                                                   "what's the difference between the Arbor Cloudbook 11 and "
                                                   "the Arbor Cloudbook 14?"]),
-    # Quick replies: the clarification's candidates as buttons.
-    "phone": ({"width": 390, "height": 844}, ["hello there!", "is there a charge"]),
+    # Quick replies: a cancellation's confirmation, Yes / No as buttons (left unanswered: nothing changes).
+    "phone": ({"width": 390, "height": 844}, ["I'd like to cancel order HC-104319", "samuel.adeyemi@example.com"]),
 }
 log = logging.getLogger("make_screenshots")
 
