@@ -103,11 +103,41 @@ def folder_hash(folder: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+# Keys of the index folder's JSON files that say when, not what (a rebuild of the same indexes is the same build).
+VOLATILE_KEYS = frozenset({"built_at", "created_at", "fitted_at", "seconds"})
+
+
+def _without_timestamps(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _without_timestamps(v) for k, v in data.items() if k not in VOLATILE_KEYS}
+    if isinstance(data, list):
+        return [_without_timestamps(v) for v in data]
+    return data
+
+
+def indexes_hash(folder: Path) -> str:
+    """sha256 over an indexes folder (FAISS files, the lexical index, the fusion model, calibration),
+    the JSON files without their timestamps: a new index build (another fusion, new calibration) is a
+    new build even when the model and the data are the same."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.suffix == ".json":
+            try:
+                data = _without_timestamps(json.loads(path.read_text(encoding="utf-8")))
+                h.update(json.dumps(data, sort_keys=True, default=str).encode("utf-8"))
+                continue
+            except (OSError, ValueError):
+                pass   # hashed as bytes below
+        h.update(_file_sha256(path).encode())
+    return "sha256:" + h.hexdigest()
+
+
 def data_fingerprint(config: Config, store: Any = None) -> dict[str, Any]:
     """What the build learned from: the training files (intents, FAQ, products; never the held-out
     ones) and the operators' corrections in the store. {"hash", "files": {name: sha256}, "corrections": n}."""
     files = {}
-    for name in ("intents", "faq", "products"):
+    for name in ("intents", "faq", "products", "train_dialogs"):   # train_dialogs: the FAQ fusion learns from them
         path = getattr(config.data, name, None)
         if path is not None and Path(path).is_file():
             files[name] = _file_sha256(Path(path))
@@ -198,10 +228,12 @@ class Registry:
             if self.layout.models.is_dir() else []
         return f"v{max(used, default=0) + 1:04d}"
 
-    def find(self, content_hash: str, data_hash: str) -> Version | None:
-        """The version holding this very model (every file the same) built from this data."""
+    def find(self, content_hash: str, data_hash: str, index_hash: str | None = None) -> Version | None:
+        """The version holding this very model (every file the same) built from this data, with these
+        indexes (a version registered before indexes were hashed never matches a given `index_hash`)."""
         for v in self.versions():
-            if (v.meta.get("model") or {}).get("content_hash") == content_hash and v.meta.get("data_hash") == data_hash:
+            if (v.meta.get("model") or {}).get("content_hash") == content_hash and v.meta.get("data_hash") == data_hash \
+                    and (index_hash is None or v.meta.get("indexes_hash") == index_hash):
                 return v
         return None
 
@@ -209,7 +241,7 @@ class Registry:
                  by: str = "pipeline", serve_if_first: bool = True) -> tuple[Version | None, bool]:
         """The build in `source` (default: the config's artifacts folder) as a new candidate version.
 
-        Returns (version, created). A build already registered (same model files and data hash)
+        Returns (version, created). A build already registered (same model files, data hash and indexes)
         is not copied again: (that version, False). No trained model: (None, False) (the app then
         serves the pretrained encoder from the root layout, as without a registry). With no served
         version yet and `serve_if_first`, the new version is served at once (a fresh clone's first
@@ -225,8 +257,9 @@ class Registry:
         self._check_indexes(source, fingerprint)
         data = data_fingerprint(self.config, self.store)
         content = folder_hash(model_dir)
+        index_content = indexes_hash(source.indexes)
         with self.locked():
-            existing = self.find(content, data["hash"])
+            existing = self.find(content, data["hash"], index_content)
             if existing is not None:
                 log.info("this build is already registered as %s (%s)", existing.name, existing.status)
                 return existing, False
@@ -260,6 +293,7 @@ class Registry:
                               "base_encoder": meta.get("base_encoder"),
                               "source_fingerprint": (meta.get("source") or {}).get("fingerprint")},
                     "data_hash": data["hash"], "data_files": data["files"], "corrections": data["corrections"],
+                    "indexes_hash": index_content,
                     "config": "config.yaml", "config_path": str(self.config.path),
                     "report": "report" if summary is not None else None, "report_summary": summary,
                     "events": [{"at": now_iso(), "event": "registered", "by": by}],

@@ -22,7 +22,7 @@ artifacts folder). At the end the build is registered as a new CANDIDATE version
 `python -m training.models promote vNNNN` puts it through the gate. One exception, so that a fresh
 clone's `python app.py` just works: when no version is served yet (the very first build, or the first
 run after upgrading from an unversioned artifacts folder), the new version is served at once.
-A build already registered (same model, same data hash) registers nothing new; `--no-register`
+A build already registered (same model, data hash and indexes) registers nothing new; `--no-register`
 skips this step.
 
 `--warm-start` is the retrain an operator runs after adding corrections: every chosen step runs

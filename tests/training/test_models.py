@@ -59,6 +59,14 @@ def test_the_first_build_is_served_and_later_builds_are_candidates(project, tiny
     assert models.data_fingerprint(project, registry.store)["corrections"] == 1
     assert run_pipeline(project, steps="index")["version"]["name"] == "v0003"
 
+    # the same indexes built again (new timestamps) are the same build; other indexes (a new index kind,
+    # a new fusion or calibration) with the same model and data are a new one
+    assert run_pipeline(project, steps="index", force=True)["version"] == \
+        {"name": "v0003", "created": False, "status": "candidate", "served": False}
+    hnsw = project.replace(retrieval=dataclasses.replace(project.retrieval, exact_max=1))
+    assert run_pipeline(hnsw, steps="index", force=True)["version"]["name"] == "v0004"
+    assert registry.get("v0004").meta["indexes_hash"] != registry.get("v0003").meta["indexes_hash"]
+
 
 def test_a_worse_candidate_is_refused_and_the_report_is_written(project, tiny_encoder_dir):
     registry = Registry(project)
