@@ -18,7 +18,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluation.base import EvalResult, Evaluator, batched, read_records
-from retrieval.faq import search_faq
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,9 @@ class FaqRetrievalEvaluator(Evaluator):
         depth = max(max(self.ks), MRR_DEPTH)
         rows, ranks = [], []
         for q, v in zip(self.queries, vectors):
-            hits = search_faq(assistant.faq_index, v, depth, q["text"])   # as the assistant searches
+            # as the assistant searches: an index with a fusion model also reads the words
+            hits = assistant.faq_index.search(v, depth, text=q["text"]) \
+                if getattr(assistant.faq_index, "reads_text", False) else assistant.faq_index.search(v, depth)
             ids = [h.id for h in hits]
             rank = ids.index(q["faq_id"]) + 1 if q["faq_id"] in ids else None
             ranks.append(rank)

@@ -51,15 +51,6 @@ def _answers(faqs: dict[str, dict]) -> dict[str, str]:
     return {fid: str(f.get("answer", "")) for fid, f in faqs.items()}
 
 
-
-def search_faq(index: Any, vector: Any, k: int, text: str) -> list[Hit]:
-    """The k best FAQs for one message as the assistant ranks them: an index with a fusion model also
-    reads the words (`reads_text`), a plain one (or a test's stand-in) the vector only."""
-    if getattr(index, "reads_text", False):
-        return index.search(vector, k, text=text)
-    return index.search(vector, k)
-
-
 class FaqIndex:
     """Search FAQs by embedding; `Hit.id` is the FAQ id and `Hit.meta` the FAQ record."""
 

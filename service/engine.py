@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from retrieval.compare import compare_rows, comparison_text
-from retrieval.faq import search_faq
 from service import smalltalk
 from service.context import follow_up_context, merge_hits
 from service.domain import Domain, default_domain
@@ -174,7 +173,9 @@ class Assistant:
     def _search_faq(self, embedding: Any, text: str) -> list:
         """The FAQ hits for one message; an index with a fusion model also reads the words
         (retrieval/fusion.py), a plain one (the tests' fakes) the embedding only."""
-        return search_faq(self.faq_index, embedding, self.top_k, text)
+        if getattr(self.faq_index, "reads_text", False):
+            return self.faq_index.search(embedding, self.top_k, text=text)
+        return self.faq_index.search(embedding, self.top_k)
 
     def _signals(self, text: str, nlu: NLUResult, state: SessionState | None = None) -> Signals:
         filters = self.recommender.parse(text) if hasattr(self.recommender, "parse") else None
