@@ -30,6 +30,45 @@ FLOW_CUES: dict[str, re.Pattern] = {
     "return_request": re.compile(r"\b(return(ing)?|send(ing)? [\w ]{0,12}?back|ship(ping)? [\w ]{0,12}?back|"
                                  r"take [\w ]{0,12}?back|bring [\w ]{0,12}?back|exchange|give (it|them) back)\b", re.I),
 }
+# Words that say an item is faulty ("won't turn on", "dead"): the return flow's condition answer and,
+# with a wish for the money back, a return rather than a refund's status.
+DEFECT = re.compile(r"\b(defective|faulty|broken|damaged|doesn'?t work|does not work|stopped working|dead|"
+                    r"cracked|arrived broken|not working|(won'?t|will not|doesn'?t|does not) (even )?"
+                    r"(turn|switch|power) on)\b", re.I)
+# "I sent the vacuum back", "I returned it": the item already went back.
+SENT_BACK = re.compile(r"\b(sent|shipped|mailed|posted|dropped off|brought|took|gave)\b[^.?!]{0,25}?\bback\b|"
+                       r"\b(i|we)( have|'ve)?( already)? returned\b|\balready returned\b|\breturned (it|them)\b",
+                       re.I)
+# "still haven't seen a cent", "no refund yet": money that was due has not arrived.
+NO_MONEY_YET = re.compile(r"\b(haven'?t|have not|hasn'?t|has not|didn'?t|did not|never|still not)\b[^.?!]{0,20}?"
+                          r"\b(seen|got|gotten|received|had|get|see|receive)\b[^.?!]{0,15}?\b(a (cent|penny|dime|"
+                          r"dollar)|(my|the|any|a) (money|refund|cash)|refund|anything)\b|"
+                          r"\bstill (no|waiting (for|on)) (my |the |a |any )?(refund|money)\b|"
+                          r"\bno (refund|money) yet\b", re.I)
+# "I just want my money back", "can I get a refund": asks for money not yet claimed ("my refund" presumes one).
+WANTS_MONEY_BACK = re.compile(r"\b(want|need|would like|'d like|demand|give me|get|have)\b[^.?!]{0,20}?"
+                              r"\b(my money back|money back|a (full )?refund|refunded)\b", re.I)
+# Checked before FLOW_CUES, in order, when a message names an order: situations whose words decide the
+# flow whatever the NLU ranks ("sent it back, haven't seen a cent" is a refund's status, not a return;
+# "won't turn on, I want my money back" is a return, not the status of a refund that doesn't exist).
+SITUATION_CUES: tuple[tuple[str, tuple[re.Pattern, ...]], ...] = (
+    ("refund_status", (SENT_BACK, NO_MONEY_YET)),
+    ("return_request", (DEFECT, WANTS_MONEY_BACK)),
+)
+
+# A billing dispute (charged twice, fraud) told with exasperation: a person should take it. Both are
+# needed: "am I charged twice if it ships in two boxes?" is an ordinary question the FAQ answers.
+BILLING_DISPUTE = re.compile(r"\b(charged|billed|charging|billing) (me )?(twice|two times|double)\b|"
+                             r"\bdouble[- ]?(charged|billed|charge)\b|\bduplicate (charge|payment)s?\b|"
+                             r"\bfraud(ulent)?\b|\bunauthori[sz]ed (charge|payment|transaction)s?\b|"
+                             r"\bcharge ?back\b|\bdisput(e|ing) (the|a|this) (charge|payment)\b", re.I)
+FED_UP = re.compile(r"\b(so|totally|absolutely|completely) done with\b|\bi'?m (so )?done\b|\bfed up\b|"
+                    r"\bsick (and tired )?of\b|\bhad enough\b|\bunacceptable\b|\bridiculous\b|\bfurious\b|"
+                    r"\bscam(med)?\b", re.I)
+
+# "Bought a stand mixer from you and now it's $50 cheaper": about a purchase made, not a shopping request.
+ALREADY_BOUGHT = re.compile(r"\b(bought|purchased)\b|\b(i|we)( just| already)? (ordered|got)\b", re.I)
+
 # A shopping question: whether the store sells something, or what the customer is after. Counts only
 # with a catalogue cue (a category, brand or price bound, see retrieval/filters.py).
 SHOPPING_ASK = re.compile(r"\b(do|does|did) (you|u|ya|y'all|the store|your (store|shop))( guys| all)? "

@@ -21,7 +21,8 @@ from service.domain import (
     faq_category,
 )
 from service.nlu import NLUResult
-from service.phrases import FLOW_CUES, RESUME, SHOPPING_ASK
+from service.flows.base import answers_pending
+from service.phrases import ALREADY_BOUGHT, BILLING_DISPUTE, FED_UP, FLOW_CUES, RESUME, SHOPPING_ASK, SITUATION_CUES
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -89,11 +90,22 @@ def _best_flow_intent(nlu: NLUResult, flow_actions: dict[str, str], floor: float
 def _cued_flow_intent(text: str, nlu: NLUResult, flow_actions: dict[str, str]) -> str | None:
     """The flow an order-naming message asks for by its words ("send this back", "cancel", "my refund"),
     among the flows the domain declares; several cues: the one the NLU ranks highest, else the first."""
+    for intent, cues in SITUATION_CUES:
+        if intent in flow_actions and all(cue.search(text) for cue in cues):
+            return intent
     cued = [intent for intent, cue in FLOW_CUES.items() if intent in flow_actions and cue.search(text)]
     if len(cued) > 1:
         ranked = [name for name, _ in nlu.ranking if name in cued]
         return ranked[0] if ranked else cued[0]
     return cued[0] if cued else None
+
+
+def _answers_running_flow(text: str, state: SessionState, nlu: NLUResult, domain: Domain) -> bool:
+    """A running flow is waiting for this message's answer (a slot value, a yes/no)."""
+    if not state.flow:
+        return False
+    flow = next((f for f in domain.flows.values() if f.name == state.flow.get("name")), None)
+    return flow is not None and answers_pending(flow, state.flow, text, nlu, state.verified_orders)
 
 
 def _close_candidates(faq_hits: list, th: "Thresholds") -> list[str]:
@@ -121,10 +133,16 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         return Decision("handoff", intent, reason="already with a person")
 
     # Asking for a person is always honoured; frustration and the request often share one message.
-    if signals.asks_human or (intent in handoff_intents and _mass(nlu, handoff_intents) >= th.intent):
+    # Frustration in the answer a running flow asked for ("like I said it's dead") is the answer.
+    if signals.asks_human or (intent in handoff_intents and _mass(nlu, handoff_intents) >= th.intent
+                              and not (flows_available and _answers_running_flow(text, state, nlu, domain))):
         why = "the customer asked for a person" if signals.asks_human or intent == "human_request" \
             else "the customer is frustrated"
         return Decision("handoff", intent, reason=why)
+    # "charged twice and my bank says it's on your end, I'm so done": a billing dispute told with
+    # exasperation needs a person, whatever the FAQ says about when cards are charged.
+    if BILLING_DISPUTE.search(text) and FED_UP.search(text):
+        return Decision("handoff", intent, reason="a billing dispute from a frustrated customer")
 
     picked = _picked_candidate(text, state, faq_hits, th)
     if picked:
@@ -195,7 +213,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if signals.out_of_scope and not signals.order_ref and not signals.shopping \
             and not (confident and intent in small_talk | control):
         return Decision("out_of_scope", intent, reason="the out-of-scope detector flagged it")
-    if signals.shopping and not confident and intent in search:
+    # "need a laptop for notes, can't spend more than $500": the NLU is unsure but ranks a product
+    # search first or second, and the message names a category, brand or budget (and is not about a
+    # purchase already made: "bought a mixer and now it's $50 cheaper" is a price-match question).
+    if signals.shopping and not confident and any(name in search for name, _ in nlu.ranking[:2]) \
+            and (intent in search or not ALREADY_BOUGHT.search(text)):
         return Decision("recommend", intent, reason="a catalogue category, brand or budget was named")
     if confident and intent in control:
         return Decision("small_talk", intent)

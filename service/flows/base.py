@@ -102,6 +102,29 @@ class FlowResult:
     handoff_reason: str | None = None   # the engine opens a ticket
 
 
+def answers_pending(flow: Flow, flow_state: dict[str, Any], text: str, nlu: NLUResult,
+                    verified_orders: Any = ()) -> bool:
+    """Whether a message answers what a running flow waits for: yes/no to its confirmation, a value for
+    the slot it asks, or (while it asks for the email) a corrected order number. The policy reads it so
+    that an answer said with feeling ("like I said it's dead", the right email after a wrong one) goes
+    to the flow instead of a person. Extractors get a context without a store: they read the message."""
+    if flow_state.get("stage") == "confirm":
+        return bool(YES.match(text) or NO.match(text))
+    if flow_state.get("stage") not in (None, "slots"):
+        return False
+    slots = dict(flow_state.get("slots") or {})
+    ctx = FlowContext(store=None, slots=slots, today=dt.date.today(), policy=FlowsConfig(),  # type: ignore[arg-type]
+                      verified_orders=list(verified_orders))
+    earlier: list[Slot] = []
+    for slot in flow.slots:
+        if slot.name in slots or (slot.skip and slot.skip(ctx)):
+            earlier.append(slot)
+            continue
+        asked = [slot] + ([s for s in earlier if not s.verifies] if slot.verifies else [])
+        return any(s.extract(text, nlu, ctx) is not None for s in asked)
+    return False
+
+
 class _Refused(Exception):
     def __init__(self, refusal: Refusal):
         self.refusal = refusal

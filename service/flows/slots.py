@@ -6,6 +6,7 @@ import re
 
 from service.flows.base import MISMATCH, FlowContext
 from service.nlu import NLUResult
+from service.phrases import DEFECT
 
 ORDER_ID = re.compile(r"\bHC[\s#-]?(\d{6})\b", re.I)
 BARE_ORDER_NUMBER = re.compile(r"(?<![\d-])(\d{6})(?!\d)")
@@ -41,8 +42,6 @@ def email_already_verified(ctx: FlowContext) -> bool:
     return ctx.slots.get("order_id") in ctx.verified_orders
 
 
-_DEFECTIVE = re.compile(r"\b(defective|faulty|broken|damaged|doesn'?t work|does not work|stopped working|dead|"
-                        r"cracked|arrived broken|not working|won'?t (turn|switch) on)\b", re.I)
 _OPEN_WORDS = r"(opened|open|used|unpacked|unboxed|unwrapped|touched|set up|taken out)"
 # "never been opened", "hasn't even been unpacked", "not used": a negation shortly before the word.
 _NEGATED_OPEN = re.compile(r"\b(never|not|n't|nobody|no one|haven'?t|hasn'?t|didn'?t|wasn'?t)\b(\W+\w+){0,3}?\W+"
@@ -53,7 +52,7 @@ _OPENED = re.compile(r"\b" + _OPEN_WORDS + r"\b|\btried (it|them)\b|\bopen box\b
 
 
 def extract_condition(text: str, nlu: NLUResult, ctx: FlowContext) -> str | None:
-    if _DEFECTIVE.search(text):
+    if DEFECT.search(text):
         return "defective"
     if _NEGATED_OPEN.search(text) or _UNOPENED.search(text):
         return "unopened"

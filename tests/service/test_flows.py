@@ -220,3 +220,67 @@ def test_send_it_back_with_an_order_number_starts_a_return_even_if_the_nlu_says_
     monkeypatch.undo()
     r = assistant.respond("s", "oliver.brandt@example.org")
     assert r.action == "start_return" and "unopened" in r.text
+
+
+# -- the flow a situation asks for, and answers said with feeling stay in the flow
+
+def _nlu_says(assistant, monkeypatch, intent, conf=0.9):
+    """The NLU is sure of `intent` for the next messages (whatever the demo model reads)."""
+    from service.nlu import NLUResult
+
+    parse = assistant.nlu.parse
+
+    def sure(text):
+        r = parse(text)
+        return NLUResult(intent, conf, [(intent, conf)] + [p for p in r.ranking if p[0] != intent], r.embedding)
+
+    monkeypatch.setattr(assistant.nlu, "parse", sure)
+
+
+def test_a_dead_item_and_money_back_starts_a_return_and_the_defect_answer_is_not_a_complaint(assistant, monkeypatch):
+    _nlu_says(assistant, monkeypatch, "refund_status", 0.6)
+    r = assistant.respond("s", "my cloudbook from order HC-104266 won't turn on anymore and I just want my money back")
+    assert r.action == "start_return" and "email" in r.text
+    monkeypatch.undo()
+    r = assistant.respond("s", "ruby.nguyen@example.org")
+    assert r.action == "start_return" and "unopened" in r.text
+    # Said with exasperation, but it is the condition the flow asked for.
+    _nlu_says(assistant, monkeypatch, "complaint", 0.8)
+    r = assistant.respond("s", "like I said it's dead, won't even switch on")
+    assert not r.handoff and r.action == "start_return" and "(yes/no)" in r.text and "restocking" not in r.text
+    r = assistant.respond("s", "yes, do that")
+    monkeypatch.undo()
+    assert not r.handoff and r.action == "start_return" and "return R-" in r.text
+    assert assistant.flows.store.get_order("HC-104266").status == "return_requested"
+
+
+def test_a_complaint_that_does_not_answer_the_flow_still_hands_off(assistant, monkeypatch):
+    assistant.respond("s", "my cloudbook from order HC-104266 won't turn on anymore and I just want my money back")
+    _nlu_says(assistant, monkeypatch, "complaint", 0.9)
+    r = assistant.respond("s", "this is useless, nobody here ever helps me")
+    assert r.handoff
+
+
+def test_sent_back_and_no_money_yet_checks_the_refund_not_the_order(assistant, monkeypatch):
+    _nlu_says(assistant, monkeypatch, "order_status", 0.6)
+    r = assistant.respond("s", "I sent the robot vacuum back weeks ago and still haven't seen a cent. HC-104176")
+    monkeypatch.undo()
+    assert r.action == "refund_status"
+    r = assistant.respond("s", "hannah.kowalski@example.org")
+    assert r.action == "refund_status" and "being processed" in r.text
+
+
+def test_the_right_email_after_a_wrong_one_is_not_a_complaint(assistant, monkeypatch):
+    rs = talk(assistant, "s", "what's the status of my order", "HC-104302", "the email should be daniel.reyes@example.com")
+    assert "don't match" in rs[-1].text and not rs[-1].handoff
+    _nlu_says(assistant, monkeypatch, "complaint", 0.6)
+    r = assistant.respond("s", "oh wait it's daniel.reyes@example.org")
+    assert not r.handoff and r.action == "order_status" and "shipped on" in r.text
+
+
+def test_a_billing_dispute_with_exasperation_goes_to_a_person_but_a_billing_question_is_answered(assistant):
+    r = assistant.respond("a", "I've been charged twice for the same order and my bank says it's on your end. "
+                               "I'm so done with this")
+    assert r.handoff and r.action == "handoff"
+    r = assistant.respond("b", "my order is coming in two boxes, am I charged twice then?")
+    assert not r.handoff

@@ -185,3 +185,94 @@ def test_do_you_sell_a_catalogue_item_recommends_unless_the_faq_is_vouched_for(t
     # No catalogue cue ("do you sell gift cards?"): the FAQ answers.
     d = decide("do you sell gift cards?", SessionState("s"), nlu("faq_gift_cards", 0.4), [H("faq_gc_01", 0.8)], TH)
     assert d.action == "answer_faq"
+
+
+# -- the situation decides the flow; answers said with feeling; billing disputes
+
+@pytest.mark.parametrize("text,wanted,nlu_guess", [
+    ("my cloudbook from order HC-104266 won't turn on anymore and I just want my money back", "return_request",
+     "refund_status"),
+    ("I sent the robot vacuum back weeks ago and still haven't seen a cent. HC-104176", "refund_status",
+     "order_status"),
+    ("returned it two weeks ago, still no refund. HC-104176", "refund_status", "return_request"),
+])
+def test_the_situation_decides_the_flow_over_the_nlu_and_single_cues(text, wanted, nlu_guess):
+    from service.domain import default_domain
+    from service.policy import Signals
+
+    flow_actions = default_domain().flow_actions
+    guess = ranked((nlu_guess, 0.6), (wanted, 0.1))
+    d = decide(text, SessionState("s"), guess, [H("a", 0.3)], TH, flows_available=True,
+               signals=Signals(order_ref=True))
+    assert d.action == flow_actions[wanted] and d.intent == wanted
+
+
+def test_a_refund_asked_about_without_a_defect_still_goes_by_the_cue():
+    from service.policy import Signals
+
+    d = decide("where's my refund for HC-104190", SessionState("s"), ranked(("order_status", 0.8)), [], TH,
+               flows_available=True, signals=Signals(order_ref=True))
+    assert d.action == "refund_status"
+
+
+def test_a_complaint_that_answers_the_running_flow_goes_to_the_flow():
+    asks_condition = {"name": "start_return", "slots": {"order_id": "HC-104266"}, "attempts": {}, "stage": "slots"}
+    state = SessionState("s", flow=asks_condition, verified_orders={"HC-104266": 1e12})
+    d = act("complaint", state=state, text="like I said it's dead, won't even switch on", flows=True)
+    assert d.action == "flow"
+    # Not an answer to what the flow asks: frustration still goes to a person.
+    d = act("complaint", state=state, text="this is useless, nobody ever helps", flows=True)
+    assert d.action == "handoff"
+    # Asking for a person is honoured even with an answer in the message.
+    from service.policy import Signals
+    d = decide("it's dead, get me a human", state, nlu("complaint"), [], TH, flows_available=True,
+               signals=Signals(asks_human=True))
+    assert d.action == "handoff"
+
+
+def test_the_right_email_after_a_wrong_one_and_a_yes_at_the_confirmation_are_answers():
+    asks_email = {"name": "order_status", "slots": {"order_id": "HC-104302"}, "attempts": {"email": 1},
+                  "stage": "slots"}
+    d = act("complaint", state=SessionState("s", flow=asks_email), text="oh wait it's daniel.reyes@example.org",
+            flows=True)
+    assert d.action == "flow"
+    confirming = {"name": "cancel_order", "slots": {"order_id": "HC-104251"}, "attempts": {}, "stage": "confirm"}
+    assert act("complaint", state=SessionState("s", flow=confirming), text="yes, just do it", flows=True).action == "flow"
+    assert act("complaint", state=SessionState("s", flow=confirming), text="why is this so slow",
+               flows=True).action == "handoff"
+
+
+@pytest.mark.parametrize("text", [
+    "I've been charged twice for the same order and my bank says it's on your end. I'm so done with this",
+    "you double charged my card, this is unacceptable",
+    "fed up: there's an unauthorized charge from you on my statement",
+])
+def test_a_billing_dispute_with_exasperation_hands_off(text):
+    hits = [H("faq_pay_03", 0.8, {"category": "payments"})]
+    assert act("faq_payments", hits, text=text).action == "handoff"
+
+
+@pytest.mark.parametrize("text", [
+    "my order is coming in two boxes, am I charged twice then?",
+    "I was charged twice for one order, is that an authorization hold?",
+    "this is ridiculous, how long does shipping take?",
+])
+def test_billing_questions_and_mild_frustration_are_still_answered(text):
+    hits = [H("faq_pay_03", 0.8, {"category": "payments"})]
+    d = act("faq_payments", hits, text=text)
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_pay_03"]
+
+
+def test_an_unsure_nlu_with_a_product_search_runner_up_and_a_catalogue_cue_recommends():
+    from service.policy import Signals
+
+    shopping = Signals(shopping=True)
+    unsure = ranked(("faq_promotions", 0.33), ("product_search", 0.28), ("faq_store_policy", 0.1))
+    near_faqs = [H("faq_promo_03", 0.55), H("faq_pol_06", 0.54)]      # in the near band, not answers
+    text = "I'm starting college and need a laptop for notes, can't spend more than $500"
+    assert decide(text, SessionState("s"), unsure, near_faqs, TH, signals=shopping).action == "recommend"
+    # About a purchase already made ("now it's $50 cheaper"): a price-match question, not shopping.
+    text = "Bought a stand mixer from you and now it's $50 cheaper on your site, can I get the difference back?"
+    assert decide(text, SessionState("s"), unsure, near_faqs, TH, signals=shopping).action != "recommend"
+    # No catalogue cue: the runner-up alone does not make it a shopping request.
+    assert decide("need some advice", SessionState("s"), unsure, near_faqs, TH).action != "recommend"
