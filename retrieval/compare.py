@@ -7,6 +7,11 @@
 - `compare_rows(products)`: the side-by-side table (price and every attribute either product has).
 - `find_superlative(text)`: "the cheapest robot vacuum", "the lightest laptop" -> (attribute, direction),
   so the recommender ranks strictly by that attribute instead of nudging by it.
+- `superlative_pool(text, products)`: the products a superlative ranks: those that fit what was asked
+  ("4k" = resolution 4K, "espresso" = style espresso, the product type named) and no accessories
+  (a $34 wall mount is not "the cheapest 4K TV") unless the request names the accessory.
+- `refers_to_shown(text)` / `asks_cheaper(text)`: follow-ups over the products just shown
+  ("which of those is the cheapest", "anything cheaper?").
 """
 from __future__ import annotations
 
@@ -34,6 +39,10 @@ _PATTERNS = [re.compile(p, re.I) for p in (
 )]
 MAX_NAMESAKES = 3    # a mention's words may fit at most this many titles (then the closest fit decides)
 _REFERS_TO_SHOWN = re.compile(r"\b(?:them|these|those|the\s+(?:first\s+)?two|both|the\s+top\s+two)\b", re.I)
+# A superlative or "cheaper" over what was just shown: "which of those is the cheapest", "the lightest of them".
+_POINTS_BACK = re.compile(r"\b(?:of\s+(?:those|these|them|the\s+ones?)|which\s+(?:one|of)|them|these|those|"
+                          r"the\s+ones?\s+(?:you|u)\s+(?:just\s+)?(?:showed|show|shown|suggested|listed|mentioned|recommended))\b", re.I)
+_CHEAPER = re.compile(r"\b(?:cheaper|less\s+expensive|lower[-\s]priced|more\s+affordable)\b(?!\s+than\s+\$?\s*\d)", re.I)
 _COMPARE_CUE = re.compile(r"\b(?:difference|differences|differ|compare|comparison|vs\.?|versus|which\s+(?:one\s+)?is\s+better)\b", re.I)
 
 # "cheapest", "most expensive": a strict order on one attribute (+1 the most, -1 the least first).
@@ -167,3 +176,108 @@ def attribute_value(product: dict, keys: tuple[str, ...]) -> float | None:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
     return None
+
+
+def refers_to_shown(text: str) -> bool:
+    """Whether the message points back at the products just shown ("of those", "which one", "them")."""
+    return bool(_POINTS_BACK.search(text))
+
+
+def asks_cheaper(text: str) -> bool:
+    """"anything cheaper?", "something less expensive": cheaper than what was shown (not "cheaper than $300",
+    a price bound the filters read)."""
+    return bool(_CHEAPER.search(text))
+
+
+# Product types that go with another product rather than being one ("wall mount" for a TV), besides
+# products tagged "accessory".
+ACCESSORY_TYPES = ("mount", "bracket", "charger", "cable", "adapter", "dock")
+# Attribute values too common as plain words to say what was asked ("top of the range" is not cpu "top").
+_VAGUE_VALUES = {"top", "high", "mid", "entry", "low", "none", "yes", "no", "standard", "other"}
+
+
+def _words(text: str) -> set[str]:
+    out = set()
+    for w in re.findall(r"[a-z0-9]+", text.lower()):
+        out |= {w, w[:-1] if len(w) > 3 and w.endswith("s") else w}
+    return out
+
+
+def is_accessory(product: dict) -> bool:
+    attrs = product.get("attributes") or {}
+    kind = str(attrs.get("type") or "").lower().split()
+    return "accessory" in (attrs.get("tags") or []) or bool(kind and kind[-1] in ACCESSORY_TYPES)
+
+
+def names_type(product: dict, words: set[str]) -> bool:
+    """Whether the words name the product's type ("robot vacuums"); an accessory by its head word too
+    ("a tv mount" names the "wall mount")."""
+    kind = str((product.get("attributes") or {}).get("type") or "").lower().replace("-", " ").split()
+    if not kind:
+        return False
+    if all(w in words for w in kind):
+        return True
+    return is_accessory(product) and kind[-1] in words
+
+
+def _string_values(product: dict) -> Iterable[tuple[str, str]]:
+    """(attribute, value lower-cased) for every string value, list items included; tags and the type
+    are left to their own rules."""
+    for key, v in (product.get("attributes") or {}).items():
+        if key in ("tags", "type"):
+            continue
+        for item in (v if isinstance(v, list) else [v]):
+            if isinstance(item, str) and re.search(r"[a-z]", item.lower()):
+                yield key, item.lower()
+
+
+def named_values(text: str, products: Iterable[dict]) -> dict[str, set[str]]:
+    """attribute -> the values of it the request names ("4k tv" -> {"resolution": {"4k"}}), matched as
+    whole words, case-insensitively, longest first so "mini-led" is not also "led"."""
+    by_value: dict[str, set[str]] = {}
+    for p in products:
+        for key, value in _string_values(p):
+            if value not in _VAGUE_VALUES:
+                by_value.setdefault(value, set()).add(key)
+    rest = text.lower()
+    named: dict[str, set[str]] = {}
+    for value in sorted(by_value, key=len, reverse=True):
+        parts = re.findall(r"[a-z0-9]+", value)
+        if not parts:
+            continue
+        pattern = re.compile(r"(?<![a-z0-9])" + r"[\s-]*".join(map(re.escape, parts)) + r"(?![a-z0-9])")
+        if pattern.search(rest):
+            rest = pattern.sub(" ", rest)
+            for key in by_value[value]:
+                named.setdefault(key, set()).add(value)
+    return named
+
+
+def _has_value(product: dict, key: str, values: set[str]) -> bool:
+    v = (product.get("attributes") or {}).get(key)
+    items = v if isinstance(v, list) else [v]
+    return any(isinstance(i, str) and i.lower() in values for i in items)
+
+
+def superlative_pool(text: str, products: list[dict]) -> list[dict]:
+    """The products (in their order) that a superlative in `text` ranks: each narrowing applies only
+    when it leaves something, so a request that names nothing specific keeps every product."""
+    words = _words(text)
+    pool = products
+    if not any(is_accessory(p) and names_type(p, words) for p in pool):
+        pool = [p for p in pool if not is_accessory(p)] or pool
+    typed = [p for p in pool if names_type(p, words)]
+    pool = typed or pool
+    for key, values in named_values(text, pool).items():
+        pool = [p for p in pool if _has_value(p, key, values)] or pool
+    for key in named_features(words, pool):
+        pool = [p for p in pool if (p.get("attributes") or {}).get(key) is True] or pool
+    return pool
+
+
+def named_features(words: set[str], products: Iterable[dict]) -> list[str]:
+    """The yes/no attributes the words name ("robot vacuums that mop" -> mop, "self-emptying" ->
+    self_empty), by every word of the attribute's name (a longer word may extend it)."""
+    keys = sorted({k for p in products for k, v in (p.get("attributes") or {}).items() if isinstance(v, bool)})
+    return [k for k in keys
+            if all(any(w == part or (len(part) >= 4 and w.startswith(part)) for w in words) for part in k.split("_"))]

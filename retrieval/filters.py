@@ -246,8 +246,14 @@ def _digits_for_words(text: str) -> str:
     return _NUMBER_PHRASE.sub(lambda m: str(_words_to_number(m.group(0))), text)
 
 
+# "can't spend more than $500", "don't want to pay over 300": a ceiling, said as a refusal.
+_REFUSED_MORE = re.compile(r"\b(?:can[’']?t|cannot|can not|won[’']?t|will not|don[’']?t want to|do not want to|"
+                           r"(?:don[’']?t|do not) wanna|unable to|not able to|rather not)\s+"
+                           r"(?:spend|pay|go|afford)\s+(?:(?:any|much)\s+)?(?:more than|over|above|beyond)\b")
+
+
 def _parse_price(text: str, f: Filters) -> None:
-    text = _digits_for_words(text)
+    text = _REFUSED_MORE.sub("no more than", _digits_for_words(text))
     for rx in _RANGE_RES:
         m = rx.search(text)
         if m:

@@ -17,13 +17,23 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from retrieval.compare import TitleMatcher, attribute_value, find_comparison, find_superlative
+from retrieval.compare import (
+    TitleMatcher,
+    asks_cheaper,
+    attribute_value,
+    find_comparison,
+    find_superlative,
+    is_accessory,
+    refers_to_shown,
+    superlative_pool,
+)
 from retrieval.filters import (
     AROUND_TOLERANCE,
     Filters,
@@ -187,9 +197,10 @@ class Recommender:
             # "the cheapest robot vacuum": a strict order on the attribute among the matching products
             # that have it (the rest keep their similarity order after them).
             keys, sign = superlative
-            # Among the product type the request names ("monitor" in a category that also has consoles).
-            named = [pid for _, pid in scored if _type_named(self.products[pid], words)]
-            valued = [(v, score, pid) for score, pid in scored if not named or pid in named
+            # Among the products that fit what was asked: the type it names ("monitor" in a category that
+            # also has consoles), the values it names ("4k", "espresso"), no accessories unless named.
+            fitting = {str(p["id"]) for p in superlative_pool(text, [self.products[pid] for _, pid in scored])}
+            valued = [(v, score, pid) for score, pid in scored if pid in fitting
                       if (v := attribute_value(self.products[pid], keys)) is not None]
             if valued:
                 valued.sort(key=lambda t: (-sign * t[0], -t[1]))
@@ -197,6 +208,59 @@ class Recommender:
                 scored = [(score, pid) for _, score, pid in valued] + rest
         return [Suggestion(self.products[pid], float(score), recommend_reason(self.products[pid], words, f, asked, steps), list(steps))
                 for score, pid in scored[:k]]
+
+    def follow_up(self, text: str, shown: Sequence[str], k: int = 5,
+                  asked_before: str = "") -> tuple[str, list[Suggestion]] | None:
+        """A shopping follow-up over the products just shown, else None (then search as usual):
+
+        - ("shown", the shown products ranked) for a superlative that points back at them:
+          "which of those is the cheapest" orders what was shown, it does not search again; the ones
+          that fit `asked_before` (the request that showed them: "robot vacuums that mop") first;
+        - ("cheaper", products of the same kind cheaper than the cheapest shown) for "anything cheaper?",
+          those that fit `asked_before` first.
+        """
+        shown_products = [self.products[i] for i in dict.fromkeys(shown) if i in self.products]
+        if not shown_products:
+            return None
+        asked = self.parse(text)
+        if asked.category is not None and all(p.get("category") != asked.category for p in shown_products):
+            return None                       # "which one is the cheapest laptop" after TVs: a new search
+        words = query_words(text)
+        superlative = find_superlative(text)
+        if superlative is not None and refers_to_shown(text):
+            keys, sign = superlative
+            fitting = superlative_pool(asked_before, shown_products) if asked_before else shown_products
+            fitting = superlative_pool(text, fitting)
+            first = _by_value(fitting, keys, sign)
+            ranked = first + _by_value([p for p in shown_products if p not in first], keys, sign)
+            return "shown", [Suggestion(p, 1.0, recommend_reason(p, words, Filters(), Filters(), []))
+                             for p in ranked[:k]]
+        # A bare "anything cheaper?"; one that names what it wants ("cheaper, headphones are fine too")
+        # or a budget is a new search.
+        if superlative is None and asks_cheaper(text) and asked.is_empty():
+            return "cheaper", self._cheaper_than(shown_products, words, k, asked_before)
+        return None
+
+    def _cheaper_than(self, shown: list[dict], words: set[str], k: int, asked_before: str) -> list[Suggestion]:
+        """Products of the shown ones' category (and type, when most of them share one) under the
+        cheapest shown price, the closest in price first; accessories only after accessories."""
+        prices = [v for p in shown if (v := product_price(p)) is not None]
+        if not prices:
+            return []
+        category = shown[0].get("category")
+        types = Counter((p.get("attributes") or {}).get("type") for p in shown)
+        kind, count = types.most_common(1)[0]
+        kind = kind if 2 * count > len(shown) else None
+        accessories = all(is_accessory(p) for p in shown)
+        found = [p for p in self.products.values()
+                 if p.get("category") == category and str(p["id"]) not in {str(s["id"]) for s in shown}
+                 and (kind is None or (p.get("attributes") or {}).get("type") == kind)
+                 and is_accessory(p) == accessories
+                 and (v := product_price(p)) is not None and v < min(prices)]
+        found.sort(key=lambda p: -product_price(p))
+        fitting = superlative_pool(asked_before, found) if asked_before else found
+        found = fitting + [p for p in found if p not in fitting]
+        return [Suggestion(p, 1.0, recommend_reason(p, words, Filters(), Filters(), [])) for p in found[:k]]
 
     def similar(self, product_id: str, k: int = 5) -> list[Suggestion]:
         """Nearest products to one product, same category first, never the product itself.
@@ -216,10 +280,11 @@ class Recommender:
         return out
 
 
-def _type_named(product: dict, words: set[str]) -> bool:
-    """Whether the request's words name this product's type ("robot vacuum", "monitors")."""
-    kind = str((product.get("attributes") or {}).get("type") or "").lower().split()
-    return bool(kind) and all(w in words or w + "s" in words or w + "es" in words for w in kind)
+def _by_value(products: list[dict], keys: tuple[str, ...], sign: int) -> list[dict]:
+    """The products with the attribute, the most (+1) or least (-1) first, then those without it."""
+    valued = sorted((p for p in products if attribute_value(p, keys) is not None),
+                    key=lambda p: -sign * attribute_value(p, keys))
+    return valued + [p for p in products if p not in valued]
 
 
 def _preference_bonus(products: list[dict], words: set[str]) -> list[float]:

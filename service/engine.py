@@ -256,8 +256,24 @@ class Assistant:
             suggestions = self.recommender.similar(product_id.group(0).upper(), k=self.top_k)
             intro = "Here are some items similar to that one:"
         else:
-            suggestions = self.recommender.recommend(text, nlu.embedding, k=self.top_k)
-            intro = "Here are some products that match what you're looking for:"
+            # "which of those is the cheapest", "anything cheaper?": about the products just shown.
+            # The customer's message that the last product reply answered ("robot vacuums that mop").
+            asked_before = next((str(state.history[i - 1].get("text", ""))
+                                 for i in range(len(state.history) - 1, 0, -1)
+                                 if state.history[i].get("action") in ("recommend", "compare")
+                                 and state.history[i - 1].get("role") == "user"), "")
+            follow = self.recommender.follow_up(text, state.last_products, k=self.top_k, asked_before=asked_before) \
+                if state.last_products and hasattr(self.recommender, "follow_up") else None
+            if follow is not None:
+                kind, suggestions = follow
+                intro = ("Here are the ones I just showed you, ranked by what you asked:" if kind == "shown"
+                         else "Here are some cheaper options of the same kind:")
+                if not suggestions:
+                    return Reply("I couldn't find anything cheaper of that kind than what I showed you.",
+                                 action="recommend", **base)
+            else:
+                suggestions = self.recommender.recommend(text, nlu.embedding, k=self.top_k)
+                intro = "Here are some products that match what you're looking for:"
         if not suggestions:
             return Reply("I couldn't find products that match that. Could you tell me a bit more, such as the "
                          "kind of product and your budget?", action="recommend", **base)

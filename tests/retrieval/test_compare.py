@@ -5,7 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.compare import TitleMatcher, compare_rows, comparison_text, find_comparison, find_superlative
+from retrieval.compare import (
+    TitleMatcher,
+    asks_cheaper,
+    compare_rows,
+    comparison_text,
+    find_comparison,
+    find_superlative,
+    is_accessory,
+    named_features,
+    named_values,
+    refers_to_shown,
+    superlative_pool,
+)
 
 PRODUCTS = {p["id"]: p for p in map(json.loads, (Path(__file__).resolve().parents[2] / "data" / "demo" /
                                                  "products.jsonl").read_text().splitlines())}
@@ -63,8 +75,53 @@ def test_superlatives_name_an_attribute_and_a_direction():
 def test_cheapest_in_a_category_comes_first(demo_recommender):
     for text, sign in (("what's the cheapest TV you sell?", -1), ("show me your most expensive TV", 1)):
         got = demo_recommender.recommend(text, k=3)
-        tvs = [p for p in PRODUCTS.values() if p["category"] == "tv"]
+        # A TV, not the $34 wall mount sold in the same category.
+        tvs = [p for p in PRODUCTS.values() if p["category"] == "tv" and not is_accessory(p)]
         best = (min if sign < 0 else max)(tvs, key=lambda p: p["price"])
         assert got[0].product["id"] == best["id"], text
         prices = [s.product["price"] for s in got]
         assert prices == sorted(prices, reverse=sign > 0)
+
+
+def pool_ids(text: str, category: str) -> set[str]:
+    return {p["id"] for p in superlative_pool(text, [p for p in PRODUCTS.values() if p["category"] == category])}
+
+
+def test_superlatives_rank_only_what_fits_the_request():
+    tvs = {p["id"] for p in PRODUCTS.values() if p["category"] == "tv"}
+    four_k = {i for i in tvs if PRODUCTS[i]["attributes"].get("resolution") == "4K"}
+    assert pool_ids("whats the cheapest 4k tv you sell", "tv") == four_k and "P1016" not in four_k
+    assert pool_ids("cheapest mini-led tv", "tv") == {"P1012"}                 # not every "LED" panel too
+    assert pool_ids("the cheapest OLED TV", "tv") == {"P1009", "P1011"}
+    assert pool_ids("what's the cheapest tv", "tv") == tvs - {"P1015", "P1016"}  # no accessories...
+    assert pool_ids("your cheapest tv mount", "tv") == {"P1015", "P1016"}      # ...unless asked for
+    assert pool_ids("most expensive espresso machine", "kitchen") == {"P1091", "P1092"}
+    assert pool_ids("cheapest robot vacuum that mops", "cleaning") == {"P1114", "P1115"}
+    assert pool_ids("the priciest dishwasher", "kitchen") == \
+        {p["id"] for p in PRODUCTS.values() if p["attributes"].get("type") == "dishwasher"}
+
+
+def test_named_values_and_features():
+    tvs = [p for p in PRODUCTS.values() if p["category"] == "tv"]
+    assert named_values("a 4K Mini-LED tv", tvs) == {"resolution": {"4k"}, "panel": {"mini-led"}}
+    assert named_values("top of the range tv", tvs) == {}
+    vacuums = [p for p in PRODUCTS.values() if p["category"] == "cleaning"]
+    assert named_features({"self", "emptying", "robot", "vacuum"}, vacuums) == ["self_empty"]
+    assert is_accessory(PRODUCTS["P1016"]) and not is_accessory(PRODUCTS["P1003"])
+
+
+@pytest.mark.parametrize("text, back", [
+    ("which of those is the cheapest", True), ("which one is the lightest?", True),
+    ("the cheapest of the ones you showed", True), ("which of them is quietest", True),
+    ("what's the cheapest 4k tv you sell", False), ("the cheapest robot vacuum", False),
+])
+def test_pointing_back_at_the_shown_products(text, back):
+    assert refers_to_shown(text) is back
+
+
+@pytest.mark.parametrize("text, cheaper", [
+    ("anything cheaper?", True), ("got something less expensive", True), ("any more affordable ones?", True),
+    ("a laptop cheaper than $500", False), ("the cheapest tv", False),
+])
+def test_asking_for_cheaper(text, cheaper):
+    assert asks_cheaper(text) is cheaper

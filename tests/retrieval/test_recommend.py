@@ -139,3 +139,55 @@ def test_demo_shopping_precision(demo_config, demo_recommender, embedder):
 def test_negated_lower_bound_is_an_upper_bound(text):
     f = parse_filters(text, ["kitchen"], [])
     assert f.max_price == 600 and f.min_price is None
+
+
+@pytest.mark.parametrize("text", ["can't spend more than $500", "I cannot pay over 500 dollars",
+                                  "don't want to spend more than $500"])
+def test_a_refused_amount_is_an_upper_bound(text):
+    f = pf(text)
+    assert f.max_price == 500 and f.min_price is None
+
+
+def test_student_laptop_within_a_refused_ceiling(demo_recommender, embedder):
+    out = rec(demo_recommender, embedder, "I'm starting college in january and need a laptop for notes and essays, "
+                                          "can't spend more than $500")
+    assert out and all(s.product["category"] == "laptops" and s.product["price"] <= 500 for s in out)
+
+
+@pytest.mark.parametrize("text, first", [
+    ("whats the cheapest 4k tv you sell", "P1003"),                  # not the $34 wall mount
+    ("most expensive espresso machine you sell?", "P1092"),          # not a dishwasher
+    ("cheapest robot vacuum that mops", "P1114"),
+    ("your cheapest tv mount", "P1016"),
+])
+def test_superlative_among_what_was_asked(demo_recommender, text, first):
+    assert demo_recommender.recommend(text, k=3)[0].product["id"] == first
+
+
+SHOWN_VACUUMS = ["P1115", "P1113", "P1112", "P1114", "P1117"]
+
+
+def test_superlative_over_the_shown_products(demo_recommender):
+    kind, out = demo_recommender.follow_up("which of those is the cheapest", SHOWN_VACUUMS)
+    assert kind == "shown" and [s.product["id"] for s in out] == ["P1112", "P1113", "P1117", "P1114", "P1115"]
+    # "those" are the ones that fit the request that showed them: robot vacuums that mop.
+    kind, out = demo_recommender.follow_up("which of those is the cheapest", SHOWN_VACUUMS,
+                                           asked_before="do you have any robot vacuums that mop as well?")
+    assert [s.product["id"] for s in out][:2] == ["P1114", "P1115"] and len(out) == 5
+    assert all(s.reason and "\n" not in s.reason for s in out)
+    assert demo_recommender.follow_up("which one is the cheapest laptop", SHOWN_VACUUMS) is None  # a new search
+    assert demo_recommender.follow_up("the cheapest robot vacuum", SHOWN_VACUUMS) is None       # not pointing back
+    assert demo_recommender.follow_up("which of those is the cheapest", []) is None
+
+
+def test_anything_cheaper_stays_with_the_kind_shown(demo_recommender):
+    kind, out = demo_recommender.follow_up("anything cheaper?", ["P1004", "P1005"], asked_before="4k tvs")
+    ids = [s.product["id"] for s in out]
+    assert kind == "cheaper" and ids[0] == "P1003"                    # the 4K one first, then closest in price
+    products = demo_recommender.products
+    assert all(products[i]["category"] == "tv" and products[i]["price"] < 379 for i in ids)
+    assert not {"P1015", "P1016"} & set(ids)                          # no wall mounts for a TV
+    kind, out = demo_recommender.follow_up("anything cheaper?", ["P1112", "P1113", "P1114"])
+    assert kind == "cheaper" and out == []                            # no robot vacuum under $229
+    # Naming what else would do is a new search.
+    assert demo_recommender.follow_up("anything cheaper? headphones are fine too", ["P1024"]) is None

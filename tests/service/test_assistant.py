@@ -109,3 +109,20 @@ def test_two_named_products_are_compared_side_by_side(assistant):
     assert shown.action == "recommend" and len(shown.products) >= 2
     again = assistant.respond("cmp2", "what's the difference between the first two?")
     assert again.action == "compare" and [p.id for p in again.products] == [p.id for p in shown.products[:2]]
+
+
+def test_which_of_those_ranks_the_products_just_shown(assistant):
+    shown = assistant.respond("sup", "do you have any robot vacuums that mop as well?")
+    assert shown.action == "recommend" and {"P1114", "P1115"} <= {p.id for p in shown.products}
+    again = assistant.respond("sup", "which of those is the cheapest")
+    assert again.action == "recommend" and again.products[0].id == "P1114"   # the cheapest one that mops
+    assert {p.id for p in again.products} == {p.id for p in shown.products}  # the same products, not a new search
+
+
+def test_anything_cheaper_after_a_recommendation(assistant):
+    shown = assistant.respond("cheaper", "show me some 4K TVs")
+    assert shown.action == "recommend" and shown.products
+    cheaper = assistant.respond("cheaper", "anything cheaper?")
+    lowest = min(p.price for p in shown.products)
+    assert cheaper.action == "recommend" and cheaper.products
+    assert all(p.category == "tv" and p.price < lowest and "Mount" not in p.title for p in cheaper.products)
