@@ -23,6 +23,7 @@ from core.config import Config
 from core.errors import ArtifactError, DataError
 from core.jsonl import read_jsonl
 from retrieval.faq import FaqIndex, calibrate_faq_threshold
+from retrieval.followup import reads_like_follow_up
 from retrieval.fusion import FusionModel, calibrate_fused_threshold, train_fusion
 from retrieval.recommend import Recommender
 from runtime.loading import served_embedder
@@ -75,6 +76,10 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
     embedder = embedder or served_embedder(config, encoder)
     exact_max = config.retrieval.exact_max
 
+    extra = dialog_paraphrases(config)
+    if extra:
+        faqs = with_paraphrases(faqs, extra)
+        logger.info("%d standalone FAQ turns of the training dialogs indexed as paraphrases", len(extra))
     logger.info("indexing %d FAQs and %d products with %s", len(faqs), len(products), embedder.name)
     faq_index = FaqIndex.build(faqs, embedder, exact_max=exact_max, show_progress=show_progress)
     recommender = Recommender.build(products, embedder, exact_max=exact_max, show_progress=show_progress)
@@ -121,20 +126,63 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
     return summary
 
 
-def fusion_messages(config: Config) -> list[tuple[str, str]]:
-    """(message, FAQ id) of the FAQ turns of `data.train_dialogs` (none when unset). The held-out
-    dialogs are refused: what the fusion learns from must not be what it is judged on."""
-    if config.data.train_dialogs is None:
-        return []
-    path = Path(config.data.train_dialogs).resolve()
+def _training_faq_turns(config: Config) -> list[tuple[str, str, bool, str]]:
+    """(message, FAQ id, stands alone, data key of its file) of the FAQ turns of the training dialogs (`data.train_dialogs`
+    and `data.written_train_dialogs`; none when unset). A turn stands alone unless it comes right
+    after an FAQ answer and reads like a follow-up (its words lean on that answer). The held-out dialogs are refused: what
+    is learned from must not be what it is judged on."""
     held_out = config.data.dialogs
-    if held_out is not None and path == Path(held_out).resolve():
-        raise DataError(f"{config.path}: data.train_dialogs names the held-out dialogs ({path}); "
-                        f"point it at training dialogs")
-    if not path.is_file():
-        raise DataError(f"{config.path}: data.train_dialogs points to a missing file: {path}")
-    return [(str(t["user"]), str(t["expect"]["faq_id"])) for d in read_jsonl(path, ("id", "turns"), "dialog")
-            for t in d["turns"] if isinstance(t, dict) and (t.get("expect") or {}).get("faq_id") and t.get("user")]
+    turns = []
+    for key, path in config.data.training_dialogs():
+        path = path.resolve()
+        if held_out is not None and path == Path(held_out).resolve():
+            raise DataError(f"{config.path}: data.{key} names the held-out dialogs ({path}); "
+                            f"point it at training dialogs")
+        if not path.is_file():
+            raise DataError(f"{config.path}: data.{key} points to a missing file: {path}")
+        for d in read_jsonl(path, ("id", "turns"), "dialog"):
+            after_faq = False
+            for t in d["turns"]:
+                expect = (t.get("expect") or {}) if isinstance(t, dict) else {}
+                if expect.get("faq_id") and t.get("user"):
+                    alone = not (after_faq and reads_like_follow_up(str(t["user"])))
+                    turns.append((str(t["user"]), str(expect["faq_id"]), alone, key))
+                after_faq = bool(expect.get("faq_id") or expect.get("faq_ids"))
+    return turns
+
+
+def fusion_messages(config: Config) -> list[tuple[str, str]]:
+    """(message, FAQ id) of the FAQ turns of the training dialogs: what the fusion learns from, with the
+    index's leave-one-out paraphrases (those indexed as paraphrases, see `dialog_paraphrases`, are
+    among the latter)."""
+    indexed = set(dialog_paraphrases(config))
+    return [(text, faq_id) for text, faq_id, _, _ in _training_faq_turns(config) if (text, faq_id) not in indexed]
+
+
+def dialog_paraphrases(config: Config) -> list[tuple[str, str]]:
+    """(message, FAQ id) that join their FAQ entries' paraphrases with `retrieval.dialog_paraphrases`
+    (in the index, and in what the teacher and the student learn from): the FAQ turns of the WRITTEN
+    training dialogs (customers' own wordings; the generated ones only rewrite the pack's) that stand
+    on their own (a follow-up's words fit only after its previous answer, and would draw other
+    conversations to the wrong entry)."""
+    if not config.retrieval.dialog_paraphrases:
+        return []
+    return list(dict.fromkeys((text, faq_id) for text, faq_id, alone, key in _training_faq_turns(config)
+                              if alone and key == "written_train_dialogs"))
+
+
+def with_paraphrases(faqs: list[dict], extra: list[tuple[str, str]]) -> list[dict]:
+    """The FAQ entries with `extra` (text, FAQ id) added to their paraphrases (unknown ids and
+    wordings the entry already has are skipped)."""
+    add: dict[str, list[str]] = {}
+    for text, faq_id in extra:
+        add.setdefault(faq_id, []).append(text)
+    out = []
+    for f in faqs:
+        known = {str(p).strip().lower() for p in [f["question"], *(f.get("paraphrases") or [])]}
+        new = [t for t in dict.fromkeys(add.get(str(f["id"]), [])) if t.strip().lower() not in known]
+        out.append({**f, "paraphrases": [*(f.get("paraphrases") or []), *new]} if new else f)
+    return out
 
 
 def _train_fusion(config: Config, faq_index: FaqIndex, embedder: "Embedder",

@@ -10,19 +10,13 @@ dialogs, so it is not here.)
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from retrieval.followup import reads_like_follow_up
+
 if TYPE_CHECKING:   # retrieval.index loads FAISS; the engine imports this module on every start
     from retrieval.index import Hit
-
-# Words that open a follow-up, or point back at what was just discussed.
-_OPENER = re.compile(r"^\s*(?:and|also|plus|so|but|ok(?:ay)?,?\s+(?:and|so)|what about|how about|same for|"
-                     r"anything|any)\b", re.I)
-_POINTS_BACK = re.compile(r"\b(?:it|that|this|they|them|those|these|there|one|too|either|also)\b", re.I)
-MAX_FOLLOW_UP_WORDS = 12
-
 
 @dataclass(frozen=True)
 class Context:
@@ -32,7 +26,7 @@ class Context:
 
 def follow_up_context(history: list[dict[str, Any]], text: str) -> Context | None:
     """The context a follow-up message needs, or None when the message stands on its own."""
-    if len(history) < 2 or len(text.split()) > MAX_FOLLOW_UP_WORDS:
+    if len(history) < 2:
         return None
     last, before = history[-1], history[-2]
     faq_id = last.get("faq_id")
@@ -40,7 +34,7 @@ def follow_up_context(history: list[dict[str, Any]], text: str) -> Context | Non
         return None
     if before.get("role") != "user" or not before.get("text"):
         return None
-    if not (_OPENER.search(text) or _POINTS_BACK.search(text)):
+    if not reads_like_follow_up(text):
         return None
     return Context(str(before["text"]), str(faq_id))
 

@@ -15,7 +15,7 @@ import math
 import random
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -285,6 +285,17 @@ def load_faq(path: str | Path) -> list[FaqRecord]:
             category=_text_field(path, number, obj, "category", required=False),
         ))
     return out
+
+
+def with_dialog_paraphrases(config: Any, records: list[FaqRecord]) -> list[FaqRecord]:
+    """The FAQ records with the written training dialogs' standalone FAQ turns added to their
+    paraphrases when `retrieval.dialog_paraphrases` is on (the index holds the same wordings)."""
+    from retrieval.build import dialog_paraphrases, with_paraphrases
+
+    extra = dialog_paraphrases(config)
+    if not extra:
+        return records
+    return [FaqRecord(**row) for row in with_paraphrases([asdict(r) for r in records], extra)]
 
 
 def faq_pairs(records: Sequence[FaqRecord], *, max_pairs_per_faq: int = 20, seed: int = 42,

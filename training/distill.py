@@ -352,8 +352,10 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
         load_intent_splits,
         load_intents,
         rows_of,
+        with_dialog_paraphrases,
     )
     from retrieval.build import faq_source
+    from training.dialog_examples import with_dialog_rows
     from training.losses import EmbeddingDistillationLoss
 
     loop = Loop(settings, options, work_dir=work_dir, name="distillation", fix_hint=fix_hint, seed=seed)
@@ -377,6 +379,10 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
         raise DataError(f"the intents in {train_source} ({len(splits.labels)}) are not the teacher's "
                         f"({len(teacher.labels)}, {teacher_dir}); retrain the teacher with "
                         f"`accelerate launch -m training.train --config {config.path}`")
+    # the same written-dialog rows the teacher trained on, labelled (training/dialog_examples.py)
+    splits.train, from_dialogs = with_dialog_rows(splits.train, config, splits.labels)
+    if from_dialogs:
+        log.info("  %d intent rows from the written training dialogs", from_dialogs)
     label2id = splits.label2id
     test_texts: list[str] = []
     test_labels: list[int] = []
@@ -386,7 +392,7 @@ def distill(config: Config, options: DistillOptions | None = None) -> dict[str, 
     faq_texts: list[str] = []
     faq_file = faq_source(config)  # with operators' corrections when training.train merged them
     if settings.include_faq and not options.no_faq and faq_file.is_file():
-        for rec in load_faq(faq_file):
+        for rec in with_dialog_paraphrases(config, load_faq(faq_file)):
             faq_texts += [rec.question, *rec.paraphrases]
     corpus = distillation_texts(
         list(splits.train["text"]), [label2id[i] for i in splits.train["intent"]],

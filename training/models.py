@@ -137,7 +137,8 @@ def data_fingerprint(config: Config, store: Any = None) -> dict[str, Any]:
     """What the build learned from: the training files (intents, FAQ, products; never the held-out
     ones) and the operators' corrections in the store. {"hash", "files": {name: sha256}, "corrections": n}."""
     files = {}
-    for name in ("intents", "faq", "products", "train_dialogs"):   # train_dialogs: the FAQ fusion learns from them
+    # the training dialogs: the FAQ fusion (and learned cut-offs) learn from them
+    for name in ("intents", "faq", "products", "train_dialogs", "written_train_dialogs"):
         path = getattr(config.data, name, None)
         if path is not None and Path(path).is_file():
             files[name] = _file_sha256(Path(path))

@@ -169,7 +169,9 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
         tokenize_intents,
         tokenize_pairs,
         with_augmented_rows,
+        with_dialog_paraphrases,
     )
+    from training.dialog_examples import with_dialog_rows
     from training.feedback import prepare_training_data
 
     loop = Loop(settings, options, work_dir=work_dir, name="training", fix_hint=fix_hint)
@@ -189,13 +191,18 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
                                 val_fraction=settings.val_fraction, seed=settings.seed,
                                 min_examples=settings.min_examples_per_intent)
     test_set = load_intents(options.test_file, known_labels=splits.labels) if options.test_file else None
+    # customers' own wordings from the written training dialogs (training/dialog_examples.py): training rows only
+    splits.train, from_dialogs = with_dialog_rows(splits.train, config, splits.labels)
+    if from_dialogs:
+        log.info("  %d intent rows from the written training dialogs", from_dialogs)
     augmented = 0
     if settings.augment_copies > 0:   # noisy copies of the training rows only: validation stays as written
         splits.train, augmented = with_augmented_rows(splits.train, settings.augment_copies, settings.seed)
         log.info("  %d augmented training rows (typos, informal spelling, prefixes)", augmented)
     pairs = None
     if settings.contrastive_weight > 0 and not options.no_faq:
-        pairs = faq_pairs(load_faq(data.faq), max_pairs_per_faq=settings.max_pairs_per_faq, seed=settings.seed,
+        records = with_dialog_paraphrases(config, load_faq(data.faq))   # + customers' wordings from the written dialogs
+        pairs = faq_pairs(records, max_pairs_per_faq=settings.max_pairs_per_faq, seed=settings.seed,
                           augment_copies=settings.augment_copies)
     pair_plan = None
     if pairs is not None:

@@ -249,3 +249,45 @@ def test_held_out_dialogs_cannot_train_the_fusion(tiny_config, embedder, tmp_pat
     held = cfg.replace(data=dataclasses.replace(cfg.data, dialogs=dialogs))
     with pytest.raises(DataError, match="held-out dialogs"):
         fusion_messages(held)
+
+
+def _written(tmp_path, turns_of):
+    path = tmp_path / "written.jsonl"
+    path.write_text("".join(json.dumps({"id": f"w{i}", "turns": [{"user": u, "expect": e} for u, e in turns]}) + "\n"
+                            for i, turns in enumerate(turns_of)))
+    return path
+
+
+def test_written_dialog_turns_that_stand_alone_become_paraphrases_and_leave_the_fusion_messages(tiny_config, tmp_path):  # noqa: F811
+    from retrieval.build import dialog_paraphrases, fusion_messages, with_paraphrases
+
+    written = _written(tmp_path, [
+        [("paypal ok for paying?", {"faq_id": "pay"}),
+         ("and what about apple pay", {"faq_id": "pay"})],          # follows an FAQ answer: a follow-up
+        [("hi", {"action": "small_talk"}),
+         ("wanna send the lamp back", {"faq_id": "ret"})],          # follows small talk: stands alone
+    ])
+    cfg = tiny_config.replace(data=dataclasses.replace(tiny_config.data, written_train_dialogs=written))
+    assert dialog_paraphrases(cfg) == []                            # off unless asked for
+    assert len(fusion_messages(cfg)) == 3
+    on = cfg.replace(retrieval=dataclasses.replace(cfg.retrieval, dialog_paraphrases=True))
+    assert dialog_paraphrases(on) == [("paypal ok for paying?", "pay"), ("wanna send the lamp back", "ret")]
+    # what the index holds is learned leave-one-out with the paraphrases, not again as a message
+    assert fusion_messages(on) == [("and what about apple pay", "pay")]
+    faq = [{"id": "pay", "question": "Which payments?", "answer": "Cards.", "paraphrases": ["PayPal OK for paying?"]},
+           {"id": "ret", "question": "Returns?", "answer": "30 days.", "paraphrases": []}]
+    merged = with_paraphrases(faq, dialog_paraphrases(on) + [("lost", "nope")])
+    assert merged[0] is faq[0]                                      # a wording it has (any case): unchanged
+    assert merged[1]["paraphrases"] == ["wanna send the lamp back"] and faq[1]["paraphrases"] == []
+
+
+def test_the_teacher_and_the_student_learn_the_same_written_wordings(tiny_config, tmp_path):  # noqa: F811
+    from training.data import FaqRecord, with_dialog_paraphrases
+
+    written = _written(tmp_path, [[("wanna send the lamp back", {"faq_id": "ret"})]])
+    cfg = tiny_config.replace(data=dataclasses.replace(tiny_config.data, written_train_dialogs=written),
+                              retrieval=dataclasses.replace(tiny_config.retrieval, dialog_paraphrases=True))
+    records = [FaqRecord(id="ret", question="Returns?", answer="30 days.", paraphrases=["send back"])]
+    assert with_dialog_paraphrases(cfg, records)[0].paraphrases == ["send back", "wanna send the lamp back"]
+    off = cfg.replace(retrieval=dataclasses.replace(cfg.retrieval, dialog_paraphrases=False))
+    assert with_dialog_paraphrases(off, records) == records

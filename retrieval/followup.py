@@ -1,0 +1,21 @@
+"""Whether a customer message reads like a follow-up: short, and opening with words that continue the
+previous turn ("and", "what about", "so") or pointing back at it ("it", "that", "those").
+
+Shared by the engine, which reads such a message together with the previous one (service/context.py),
+and by the index build, which never takes a follow-up from the training dialogs as a paraphrase of its
+FAQ entry (its words fit only after its previous answer). Pure Python.
+"""
+from __future__ import annotations
+
+import re
+
+# Words that open a follow-up, or point back at what was just discussed.
+OPENER = re.compile(r"^\s*(?:and|also|plus|so|but|ok(?:ay)?,?\s+(?:and|so)|what about|how about|same for|"
+                    r"anything|any)\b", re.I)
+POINTS_BACK = re.compile(r"\b(?:it|that|this|they|them|those|these|there|one|too|either|also)\b", re.I)
+MAX_FOLLOW_UP_WORDS = 12
+
+
+def reads_like_follow_up(text: str) -> bool:
+    """A short message that opens like a continuation or points back at the previous turn."""
+    return len(text.split()) <= MAX_FOLLOW_UP_WORDS and bool(OPENER.search(text) or POINTS_BACK.search(text))
