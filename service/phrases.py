@@ -66,6 +66,19 @@ FED_UP = re.compile(r"\b(so|totally|absolutely|completely) done with\b|\bi'?m (s
                     r"\bsick (and tired )?of\b|\bhad enough\b|\bunacceptable\b|\bridiculous\b|\bfurious\b|"
                     r"\bscam(med)?\b", re.I)
 
+# Another shop by name, and what only that shop can answer (its hours, its branches, its own products'
+# support): "what time does the walmart on 5th street close", "my phone from costco keeps rebooting".
+# A price-match question names other shops too ("do you match best buy prices?"): that one is ours.
+OTHER_SHOP = re.compile(r"\b(walmart|costco|target|best ?buy|home ?depot|lowe'?s|ikea|kohl'?s|macy'?s|"
+                        r"newegg|micro ?center|sam'?s club|aldi|kroger|walgreens|cvs)\b", re.I)
+ABOUT_THAT_SHOP = re.compile(r"\b(open|opens|close|closes|closing|hours|near me|on \w+ (street|st|avenue|ave|road|rd)|"
+                             r"nearest|location|branch|from (walmart|costco|target|best ?buy|home ?depot|lowe'?s|ikea))\b",
+                             re.I)
+PRICE_MATCH = re.compile(r"\b(match|matching|beat|cheaper|lower price|price)\b", re.I)
+# Personal tax filing and tax advice (the store answers only its own sales tax and exemptions).
+TAX_ADVICE = re.compile(r"\b(file|filing|do|doing) (my |our )?tax(es| return)\b|\btax return\b|\birs\b|"
+                        r"\btax (advice|bracket|deduction)s?\b|\bdeduct\b[^.?!]{0,30}\btaxes\b", re.I)
+
 # "Bought a stand mixer from you and now it's $50 cheaper": about a purchase made, not a shopping request.
 ALREADY_BOUGHT = re.compile(r"\b(bought|purchased)\b|\b(i|we)( just| already)? (ordered|got)\b", re.I)
 

@@ -22,7 +22,8 @@ from service.domain import (
 )
 from service.nlu import NLUResult
 from service.flows.base import answers_pending
-from service.phrases import ALREADY_BOUGHT, BILLING_DISPUTE, FED_UP, FLOW_CUES, RESUME, SHOPPING_ASK, SITUATION_CUES
+from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, BILLING_DISPUTE, FED_UP, FLOW_CUES, OTHER_SHOP, PRICE_MATCH,
+                             RESUME, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE)
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -190,6 +191,12 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if signals.shopping and SHOPPING_ASK.search(text) and \
             not (confident and faq_category(intent) and top is not None and top.score >= th.faq):
         return Decision("recommend", intent, reason="asks whether the store sells a catalogue item")
+    # Another shop's hours or branches, or its products' support, and personal tax advice: only that shop
+    # or an adviser can answer, whatever our own store-hours or sales-tax FAQ shares in words.
+    if not signals.order_ref and not state.flow and (
+            (OTHER_SHOP.search(text) and ABOUT_THAT_SHOP.search(text) and not PRICE_MATCH.search(text))
+            or TAX_ADVICE.search(text)):
+        return Decision("out_of_scope", intent, reason="about another shop, or advice the store cannot give")
     # "How much income tax do I owe on my side business?": the NLU is sure it is outside the shop's
     # job; an FAQ entry that shares a few words (payments) does not make it one.
     if confident and intent in out_of_scope and not signals.order_ref and not signals.shopping:

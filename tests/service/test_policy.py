@@ -276,3 +276,19 @@ def test_an_unsure_nlu_with_a_product_search_runner_up_and_a_catalogue_cue_recom
     assert decide(text, SessionState("s"), unsure, near_faqs, TH, signals=shopping).action != "recommend"
     # No catalogue cue: the runner-up alone does not make it a shopping request.
     assert decide("need some advice", SessionState("s"), unsure, near_faqs, TH).action != "recommend"
+
+
+@pytest.mark.parametrize("text", ["what time does the walmart on 5th street close tonight",
+                                  "my samsung phone from costco keeps rebooting itself, how do I fix it",
+                                  "how do I file my taxes as a freelancer this year"])
+def test_another_shops_hours_or_support_and_tax_advice_are_out_of_scope(text):
+    # Our store-hours or sales-tax FAQ shares words with them; only that shop or an adviser can answer.
+    d = decide(text, SessionState("s"), nlu("faq_store_policy", 0.8), [H("faq_pol_01", 0.8, {"category": "store_policy"})], TH)
+    assert d.action == "out_of_scope"
+
+
+@pytest.mark.parametrize("text", ["do you match best buy prices?", "is target cheaper than you for this tv",
+                                  "we're a nonprofit, are we exempt from the tax?"])
+def test_price_matching_other_shops_and_our_own_tax_questions_are_answered(text):
+    d = decide(text, SessionState("s"), nlu("faq_store_policy", 0.8), [H("faq_pol_04", 0.8, {"category": "store_policy"})], TH)
+    assert d.action == "answer_faq"
