@@ -32,6 +32,7 @@ _PICK = re.compile(r"^\s*(?:the\s+)?(1|2|3|first|second|third|one|two|three|top)
 
 # The hand-set cut-offs (`policy.decisions: hand`); training/decisions.py fits the learned ones from here.
 HAND_CLARIFY_MARGIN, HAND_INTENT, HAND_NEAR_FAQ = 0.03, 0.5, 0.08
+CLEAR_LEAD = 0.15   # a best FAQ hit this far ahead of the second is answered from further below the threshold
 
 
 @dataclass
@@ -237,6 +238,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         if len(cands) < 2:   # never "Did you mean" with one candidate: the near miss is the answer
             return Decision("answer_faq", intent, [top.id], reason="the only near FAQ answer")
         return Decision("clarify", intent, cands, reason="no FAQ answer was certain enough")
+    # One FAQ entry far ahead of every other, a little further below the threshold ("do u guys do that
+    # pay over time thing"): with nothing near it, it is the answer rather than "please rephrase".
+    if top is not None and faq_category(intent) and top.score >= th.faq - 2 * th.near_faq \
+            and (len(faq_hits) < 2 or top.score - faq_hits[1].score >= CLEAR_LEAD):
+        return Decision("answer_faq", intent, [top.id], reason="one FAQ answer far ahead of the others")
     if confident and faq_category(intent) and top is not None:
         return Decision("fallback", intent, reason="FAQ topic recognised but no answer matched")
     if not confident and top is not None and top.score < th.faq - th.near_faq and intent in out_of_scope:

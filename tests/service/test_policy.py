@@ -292,3 +292,11 @@ def test_another_shops_hours_or_support_and_tax_advice_are_out_of_scope(text):
 def test_price_matching_other_shops_and_our_own_tax_questions_are_answered(text):
     d = decide(text, SessionState("s"), nlu("faq_store_policy", 0.8), [H("faq_pol_04", 0.8, {"category": "store_policy"})], TH)
     assert d.action == "answer_faq"
+
+
+def test_one_faq_far_ahead_of_the_others_is_answered_from_a_little_below_the_threshold():
+    # TH.faq 0.6, near band 0.08: 0.50 is below the band, but nothing else comes close.
+    assert act("faq_payments", [H("pay_02", 0.50), H("pay_01", 0.33)]).action == "answer_faq"
+    # The same score with a rival close behind, or far below: not an answer.
+    assert act("faq_payments", [H("pay_02", 0.50), H("pay_01", 0.45)]).action == "fallback"
+    assert act("faq_payments", [H("pay_02", 0.40), H("pay_01", 0.10)]).action == "fallback"
