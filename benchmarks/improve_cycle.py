@@ -253,9 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {(p["dialog"], p["turn"]) for p in picked}
     replay_dialogs = [by_id[d] for d in upto]
 
+    kinds = {(p["dialog"], p["turn"]): p["kind"] for p in picked}
+    out["not_fixed"] = {}
+
     def fixed_count(label: str) -> int:
-        rows = play(config, replay_dialogs, tmp / f"replay-{label}", label, upto)
-        return sum(1 for r in rows if (r["dialog"], r["turn"]) in wanted and r["ok"])
+        rows = [r for r in play(config, replay_dialogs, tmp / f"replay-{label}", label, upto)
+                if (r["dialog"], r["turn"]) in wanted]
+        # the corrections a candidate still gets wrong, to read what a retrain could not learn
+        out["not_fixed"][label] = [{"dialog": r["dialog"], "turn": r["turn"], "kind": kinds[(r["dialog"], r["turn"])],
+                                    "expect": r["expect"], "actual": r["actual"]} for r in rows if not r["ok"]]
+        return sum(1 for r in rows if r["ok"])
 
     # control: the same turns replayed with nothing changed (0 unless a failure was not reproducible)
     out["fixed_without_changes"] = fixed_count("control")
