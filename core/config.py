@@ -149,6 +149,7 @@ class PolicyConfig(_Checks):
     intent_threshold: float | None = None  # None: learned, else calibrated at build/training time, else 0.5
     near_faq: float | None = None          # below the FAQ threshold by less: offer candidates (hand: 0.08)
     max_message_chars: int = 2000
+    spelling: bool = True                  # typos corrected before a message is understood (service/spelling.py)
 
     def validate(self, where: str) -> None:
         self._one_of(where, "decisions", self.DECISION_SOURCES)

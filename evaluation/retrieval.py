@@ -34,6 +34,11 @@ def read_shopping_requests(path: str | Path) -> list[dict[str, Any]]:
             for r in read_records(path, ("text", "relevant_ids"), "shopping request")]
 
 
+def _read(assistant: Any, text: str) -> str:
+    """The text as the assistant reads a message (typos corrected), or as written for a bare target."""
+    return assistant.read(text) if hasattr(assistant, "read") else text
+
+
 def _encode(embedder: Any, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
     return np.concatenate([np.asarray(embedder.encode(list(c)), dtype=np.float32) for c in batched(list(texts), batch_size)])
 
@@ -49,13 +54,14 @@ class FaqRetrievalEvaluator(Evaluator):
         self.ks = tuple(ks)
 
     def run(self, assistant: Any) -> EvalResult:
-        vectors = _encode(assistant.nlu.embedder, [q["text"] for q in self.queries])
+        texts = [_read(assistant, q["text"]) for q in self.queries]
+        vectors = _encode(assistant.nlu.embedder, texts)
         depth = max(max(self.ks), MRR_DEPTH)
         rows, ranks = [], []
-        for q, v in zip(self.queries, vectors):
-            # as the assistant searches: an index with a fusion model also reads the words
-            hits = assistant.faq_index.search(v, depth, text=q["text"]) \
-                if getattr(assistant.faq_index, "reads_text", False) else assistant.faq_index.search(v, depth)
+        for q, text, v in zip(self.queries, texts, vectors):
+            # as the assistant searches (the typos corrected, the words read by a fusion model)
+            hits = assistant.search_faq(v, text, depth) if hasattr(assistant, "search_faq") \
+                else assistant.faq_index.search(v, depth)
             ids = [h.id for h in hits]
             rank = ids.index(q["faq_id"]) + 1 if q["faq_id"] in ids else None
             ranks.append(rank)
@@ -85,10 +91,11 @@ class ProductRetrievalEvaluator(Evaluator):
         self.k = k
 
     def run(self, assistant: Any) -> EvalResult:
-        vectors = _encode(assistant.nlu.embedder, [r["text"] for r in self.requests])
+        texts = [_read(assistant, r["text"]) for r in self.requests]
+        vectors = _encode(assistant.nlu.embedder, texts)
         rows, precisions, hits, recalls = [], [], [], []
-        for req, v in zip(self.requests, vectors):
-            got = [s.product["id"] for s in assistant.recommender.recommend(req["text"], v, k=self.k)][: self.k]
+        for req, text, v in zip(self.requests, texts, vectors):
+            got = [s.product["id"] for s in assistant.recommender.recommend(text, v, k=self.k)][: self.k]
             relevant = set(req["relevant_ids"])
             n_rel = len(set(got) & relevant)
             precisions.append(n_rel / self.k)

@@ -30,6 +30,7 @@ from service.flows import FlowRunner
 from service.nlu import NLU, FrozenEncoderNLU, ModelNLU
 from service.oos import OOSDetector
 from service.policy import HAND_CLARIFY_MARGIN, HAND_INTENT, HAND_NEAR_FAQ, Thresholds
+from service.spelling import corrector_for
 from service.store import Store
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,8 @@ def build_assistant(config: Config, nlu: NLU | None = None, store: Store | None 
     oos = load_oos_detector(config, nlu)
     flows = FlowRunner(store, config.flows, intent_threshold=thresholds.intent)
     kwargs.setdefault("model_version", model_version_of(nlu))
+    if config.policy.spelling:   # typos corrected against English and the pack's own words
+        kwargs.setdefault("spelling", corrector_for([faq_source(config), config.data.intents, config.data.products]))
     return Assistant(nlu=nlu, faq_index=faq_index, recommender=recommender, thresholds=thresholds,
                      store_name=config.store_name, max_message_chars=config.policy.max_message_chars,
                      top_k=config.retrieval.top_k, faq_records=read_faq_records(faq_source(config)),

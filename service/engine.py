@@ -70,8 +70,10 @@ class Assistant:
                  desk: HandoffDesk | None = None, flows: FlowEngine | None = None,
                  max_message_chars: int = 2000, top_k: int = 5, support_hours: str = "",
                  faq_records: dict[str, dict] | None = None, transcripts: TranscriptLog | None = None,
-                 oos: Any = None, domain: Domain | None = None, model_version: str = "dev"):
+                 oos: Any = None, domain: Domain | None = None, model_version: str = "dev",
+                 spelling: Any = None):
         self.nlu = nlu
+        self.spelling = spelling   # service.spelling.SpellingCorrector: typos fixed before understanding, or None
         self.model_version = model_version
         self.use_context = True    # follow-ups read with the previous turn (service/context.py)
         # Called after every turn with a TurnEvent (e.g. the metrics exporter); must be quick and never raise.
@@ -134,26 +136,28 @@ class Assistant:
             return reply
 
         t = time.perf_counter()
-        nlu = self.nlu.parse(clean.text)
-        context = follow_up_context(state.history, clean.text) if self.use_context else None
-        context_nlu = self.nlu.parse(f"{context.previous_user} {clean.text}") if context is not None else None
+        # What is understood: the message with its typos corrected (the transcript keeps it as written).
+        text = self.read(clean.text)
+        nlu = self.nlu.parse(text)
+        context = follow_up_context(state.history, text) if self.use_context else None
+        context_nlu = self.nlu.parse(f"{context.previous_user} {text}") if context is not None else None
         own_embedding = nlu.embedding
         if context_nlu is not None and nlu.confidence < self.thresholds.intent <= context_nlu.confidence:
             nlu = context_nlu      # the follow-up is understood with the message it follows
         t = lap("understanding", t)
         # The message's own words search on their own: read with the previous message, the entry just
         # answered would come back first (merge_hits keeps it out of the context search).
-        faq_hits = self._search_faq(own_embedding, clean.text)
+        faq_hits = self.search_faq(own_embedding, text)
         if context_nlu is not None:
-            with_context = self._search_faq(context_nlu.embedding, f"{context.previous_user} {clean.text}")
+            with_context = self.search_faq(context_nlu.embedding, f"{context.previous_user} {text}")
             faq_hits = merge_hits(faq_hits, with_context, self.top_k, answered=context.faq_id)
         t = lap("retrieval", t)
-        signals = self._signals(clean.text, nlu, state)
+        signals = self._signals(text, nlu, state)
         signals.follow_up = context is not None
-        decision = decide(clean.text, state, nlu, faq_hits, self.thresholds,
+        decision = decide(text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)
         t = lap("policy", t)
-        reply = self._act(decision, state, clean.text, nlu, faq_hits)
+        reply = self._act(decision, state, text, nlu, faq_hits)
         lap("action", t)
 
         state.failed_turns = state.failed_turns + 1 if reply.action == "fallback" else 0
@@ -163,6 +167,8 @@ class Assistant:
             reply.text = smalltalk.TRUNCATED.format(length=clean.original_length) + reply.text
         reply.debug.update({"decision": decision.reason, "ranking": nlu.ranking[:3], "oos_score": signals.oos_score,
                             "faq": [(h.id, round(h.score, 4)) for h in faq_hits[:3]]})
+        if text != clean.text:
+            reply.debug["read_as"] = text     # for the operator: the message as its typos were corrected
         if reply.action in ("fallback", "out_of_scope"):
             # What it would have been: the most asked-for log line when an assistant gives up.
             log.info("%s in session %s: top intent %s (confidence %.3f), decision %r", reply.action, session_id,
@@ -170,12 +176,18 @@ class Assistant:
         self._record(state, clean.text, reply, stages, started)
         return reply
 
-    def _search_faq(self, embedding: Any, text: str) -> list:
-        """The FAQ hits for one message; an index with a fusion model also reads the words
-        (retrieval/fusion.py), a plain one (the tests' fakes) the embedding only."""
+    def read(self, text: str) -> str:
+        """A message as the assistant understands it: its typos corrected when spelling is on."""
+        return self.spelling.correct(text) if self.spelling is not None else text
+
+    def search_faq(self, embedding: Any, text: str, k: int | None = None) -> list:
+        """The FAQ hits for one message (as read); an index with a fusion model also reads the words
+        (retrieval/fusion.py), a plain one (the tests' fakes) the embedding only. The retrieval
+        evaluator searches through here too, so it scores what customers get."""
+        k = k or self.top_k
         if getattr(self.faq_index, "reads_text", False):
-            return self.faq_index.search(embedding, self.top_k, text=text)
-        return self.faq_index.search(embedding, self.top_k)
+            return self.faq_index.search(embedding, k, text=text)
+        return self.faq_index.search(embedding, k)
 
     def _signals(self, text: str, nlu: NLUResult, state: SessionState | None = None) -> Signals:
         filters = self.recommender.parse(text) if hasattr(self.recommender, "parse") else None

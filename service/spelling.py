@@ -1,0 +1,81 @@
+"""Typo correction before a message is understood: "yo do you hvae corporate amcounts" is read as
+"yo do you have corporate accounts".
+
+Customers type fast, and a message with three misspelt words reads to the encoder like something it
+has never seen: the out-of-scope detector flags it, or the FAQ search falls short. Each word that is
+neither an English word (symspellpy's 82,765-word frequency dictionary) nor a word of the deployment's
+own pack (FAQ, intent examples, catalogue: brand and model names, "Cloudbook", "Sweepa") is replaced by
+the most frequent known word one edit away (insert, delete, substitute or swap two letters), the
+pack's words first. Only plain alphabetic words of three letters or more are touched: order numbers,
+email addresses, prices and anything with digits stay as written. One edit, not two: a second edit
+turns too many rare but right words into common wrong ones.
+
+The corrected text is what the NLU, the FAQ and product search, the policy and the flows read; the
+transcript keeps what the customer wrote. `policy.spelling: false` switches it off.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+import re
+from pathlib import Path
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[a-z]+")
+_TOKEN = re.compile(r"(\s+)")
+_PLAIN_WORD = re.compile(r"([^\w]*)([A-Za-z]{3,})([^\w]*)")   # punctuation around one alphabetic word
+PACK_BOOST = 10 ** 9     # the pack's own words outrank every English word as a correction
+ENGLISH = "frequency_dictionary_en_82_765.txt"
+
+
+class SpellingCorrector:
+    """Corrects unknown words one edit away from a known one; `vocabulary`: the deployment's own words."""
+
+    def __init__(self, vocabulary: Iterable[str]) -> None:
+        from symspellpy import SymSpell
+
+        self._sym = SymSpell(max_dictionary_edit_distance=1, prefix_length=7)
+        self._sym.load_dictionary(str(importlib.resources.files("symspellpy") / ENGLISH), term_index=0, count_index=1)
+        for word in vocabulary:
+            self._sym.create_dictionary_entry(word, PACK_BOOST)
+        self._known = frozenset(self._sym.words)
+
+    def correct(self, text: str) -> str:
+        from symspellpy import Verbosity
+
+        out = []
+        for token in _TOKEN.split(text):
+            match = _PLAIN_WORD.fullmatch(token)
+            if match is not None and match.group(2).lower() not in self._known:
+                found = self._sym.lookup(match.group(2).lower(), Verbosity.TOP, max_edit_distance=1)
+                if found:
+                    token = match.group(1) + found[0].term + match.group(3)
+            out.append(token)
+        return "".join(out)
+
+
+def pack_vocabulary(paths: Iterable[Path]) -> set[str]:
+    """The lower-case words of the pack's files (their JSON keys too: harmless, and few)."""
+    words: set[str] = set()
+    for path in paths:
+        words.update(_WORD.findall(Path(path).read_text(encoding="utf-8").lower()))
+    return words
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(paths: tuple[Path, ...], stamps: tuple[float, ...]) -> SpellingCorrector:
+    return SpellingCorrector(pack_vocabulary(paths))
+
+
+def corrector_for(paths: Iterable[Path]) -> SpellingCorrector | None:
+    """One corrector per pack and process (the dictionary takes about a second to load); None, with a
+    warning, when symspellpy or its dictionary is missing: messages are then read as written."""
+    files = tuple(sorted(Path(p).resolve() for p in paths if p is not None and Path(p).is_file()))
+    try:
+        return _cached(files, tuple(p.stat().st_mtime for p in files))
+    except (ImportError, OSError) as exc:
+        log.warning("no typo correction (%s); messages are read as written", exc)
+        return None
