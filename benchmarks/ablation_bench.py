@@ -1,6 +1,8 @@
-"""Ablation of conversation features on the generated VALIDATION dialogs (never the held-out ones).
+"""Ablation of conversation features on the VALIDATION dialogs (never the held-out ones).
 
     python benchmarks/ablation_bench.py --config configs/demo.yaml [--dialogs data/demo/val_dialogs.jsonl]
+    python benchmarks/ablation_bench.py --config configs/demo.yaml --dialogs data/demo/written_val_dialogs.jsonl \
+        --out benchmarks/results/ablation_bench_written.json
 
 Runs the project's dialog evaluator with the served model of the config's artifacts (build them
 first: `python -m training.pipeline --config configs/demo.yaml`) once with every feature on and once
@@ -15,6 +17,8 @@ Features:
 - context:     follow-ups read together with the previous turn (service/context.py)
 - fusion:      FAQ hits re-ranked by the learned dense + BM25 fusion (retrieval/fusion.py); off is
                `--set retrieval.fusion=false`, dense order and the dense threshold
+- spelling:    typos corrected before the message is understood (service/spelling.py); off is
+               `--set policy.spelling=false`
 And one variant that is off by default, measured the other way round:
 - learned:     the policy's cut-offs fitted on the training dialogs (`policy.decisions=learned`,
                training/decisions.py; fit them first with `python -m training.decisions`)
@@ -38,9 +42,10 @@ from evaluation.dialog import DialogEvaluator  # noqa: E402
 from evaluation.evaluate import assistant_factory  # noqa: E402
 from service.assembly import load_nlu  # noqa: E402
 
-FEATURES = (None, "compare", "superlative", "context", "fusion", "learned")
+FEATURES = (None, "compare", "superlative", "context", "fusion", "spelling", "learned")
 # Variants made through the config (the assistant is assembled again with these overrides).
 CONFIG_VARIANTS = {"fusion": ("without fusion", ["retrieval.fusion=false"]),
+                   "spelling": ("without typo correction", ["policy.spelling=false"]),
                    "learned": ("with learned cut-offs", ["policy.decisions=learned"])}
 METRICS = ("resolution", "turn_resolution", "action_accuracy", "faq_hit_at_1", "product_hit")
 
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="validation dialogs (default: the generated ones)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ablation_bench.json"))
     args = parser.parse_args(argv)
-    if Path(args.dialogs).name in ("dialogs.jsonl",):
+    if Path(args.dialogs).name in ("dialogs.jsonl", "faq_heldout.jsonl", "shopping_requests.jsonl"):
         parser.error("the held-out dialogs are not for choosing features: use the validation dialogs")
     logging.basicConfig(level=logging.WARNING)
     config = load_config(args.config)

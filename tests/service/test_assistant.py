@@ -12,8 +12,8 @@ def test_faq_question_is_answered_with_its_source(assistant):
 
 
 def test_clarify_then_pick_by_number(assistant):
-    # Force the ambiguous case: no intent is trusted and every FAQ candidate counts as close.
-    assistant.thresholds.clarify_margin, assistant.thresholds.intent = 1.0, 1.01
+    # Force the ambiguous case: no intent is trusted and every FAQ candidate is an answer and counts as close.
+    assistant.thresholds.clarify_margin, assistant.thresholds.intent, assistant.thresholds.faq = 1.0, 1.01, 0.0
     r = assistant.respond("s", "can i return opened stuff")
     assert r.action == "clarify" and len(r.sources) >= 2 and "1." in r.text
     offered = [s.faq_id for s in r.sources]
