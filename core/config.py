@@ -297,7 +297,7 @@ class LoopSettings(_Checks):
     # build left it; or a model folder. Its validation rows stay validation. See training/warm.py.
     init_from: str | None = None
     warm_epochs: float = 1.0              # with init_from: the schedule's length instead of `epochs`
-    warm_lr_scale: float = 0.1            # with init_from: both learning rates times this (chosen on validation: README)
+    warm_lr_scale: float = 0.3            # with init_from: both learning rates times this (chosen on validation: README)
 
     def validate(self, where: str) -> None:
         self._at_least_one(where, "batch_size", "eval_batch_size", "gradient_accumulation_steps", "keep_checkpoints",
