@@ -127,10 +127,10 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
 
 
 def _training_faq_turns(config: Config) -> list[tuple[str, str, bool, str]]:
-    """(message, FAQ id, stands alone, data key of its file) of the FAQ turns of the training dialogs (`data.train_dialogs`
-    and `data.written_train_dialogs`; none when unset). A turn stands alone unless it comes right
-    after an FAQ answer and reads like a follow-up (its words lean on that answer). The held-out dialogs are refused: what
-    is learned from must not be what it is judged on."""
+    """(message, FAQ id, stands alone, data key of its file) of the FAQ turns of the training dialogs
+    (`data.train_dialogs` and `data.written_train_dialogs`; none when unset). A turn stands alone
+    unless it comes right after an FAQ answer and reads like a follow-up (its words lean on that
+    answer). The held-out dialogs are refused: what is learned from must not be what it is judged on."""
     held_out = config.data.dialogs
     turns = []
     for key, path in config.data.training_dialogs():

@@ -168,7 +168,7 @@ class Assistant:
         reply.debug.update({"decision": decision.reason, "ranking": nlu.ranking[:3], "oos_score": signals.oos_score,
                             "faq": [(h.id, round(h.score, 4)) for h in faq_hits[:3]]})
         if text != clean.text:
-            reply.debug["read_as"] = text     # for the operator: the message as its typos were corrected
+            reply.debug["read_as"] = text     # the message as its typos were corrected (debug only: never stored)
         if reply.action in ("fallback", "out_of_scope"):
             # What it would have been: the most asked-for log line when an assistant gives up.
             log.info("%s in session %s: top intent %s (confidence %.3f), decision %r", reply.action, session_id,

@@ -18,7 +18,6 @@ temperature are judged as before. The held-out dialogs are refused.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,6 @@ from core.errors import DataError
 from core.jsonl import read_jsonl
 from retrieval.followup import reads_like_follow_up
 from service.domain import FAQ_PREFIX, default_domain
-
-log = logging.getLogger(__name__)
 
 
 def dialog_intent_rows(config: Config) -> list[dict[str, str]]:
