@@ -14,8 +14,9 @@ from service.domain import default_domain
 from service.reply import ACTIONS
 
 DEMO = PROJECT_ROOT / "data" / "demo"
-WRITTEN = {"train": DEMO / "written_train_dialogs.jsonl", "val": DEMO / "written_val_dialogs.jsonl"}
-PREFIX = {"train": "wtrain-", "val": "wval-"}
+WRITTEN = {"train": DEMO / "written_train_dialogs.jsonl", "val": DEMO / "written_val_dialogs.jsonl",
+           "val2": DEMO / "written_val2_dialogs.jsonl"}   # val2: a fresh set, scored once, never chosen on
+PREFIX = {"train": "wtrain-", "val": "wval-", "val2": "wval2-"}
 
 
 def _norm(text: str) -> str:
@@ -28,10 +29,10 @@ def _messages(path) -> set[str]:
     return {m for r in read_jsonl(path) for t in r["turns"] if len((m := _norm(t["user"])).split()) >= 4}
 
 
-@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("split", ["train", "val", "val2"])
 def test_the_written_dialogs_load_and_name_only_what_exists(split):
     dialogs = load_dialogs(WRITTEN[split])
-    assert len(dialogs) >= (120 if split == "train" else 70)
+    assert len(dialogs) >= {"train": 120, "val": 70, "val2": 50}[split]
     domain = default_domain()
     faq_ids = {r["id"] for r in read_jsonl(DEMO / "faq.jsonl")}
     product_ids = {p["id"] for p in read_jsonl(DEMO / "products.jsonl")}
@@ -52,12 +53,12 @@ def test_the_written_dialogs_load_and_name_only_what_exists(split):
 
 
 def test_the_written_files_share_no_message_with_each_other_the_generated_ones_or_the_pack():
-    train, val = _messages(WRITTEN["train"]), _messages(WRITTEN["val"])
-    assert not train & val
+    train, val, val2 = (_messages(WRITTEN[k]) for k in ("train", "val", "val2"))
+    assert not train & val and not train & val2 and not val & val2
     generated = _messages(DEMO / "train_dialogs.jsonl") | _messages(DEMO / "val_dialogs.jsonl")
     pack = {_norm(r["text"]) for r in read_jsonl(DEMO / "intents.jsonl")}
     pack |= {_norm(p) for r in read_jsonl(DEMO / "faq.jsonl") for p in [r["question"], *r["paraphrases"]]}
-    assert not (train | val) & (generated | pack)
+    assert not (train | val | val2) & (generated | pack)
 
 
 def test_no_held_out_text_is_in_the_written_dialogs():
@@ -75,5 +76,5 @@ def test_the_demo_config_learns_from_the_written_training_dialogs_never_the_vali
     config = load_config(PROJECT_ROOT / "configs" / "demo.yaml")
     learned_from = {path.resolve() for _, path in config.data.training_dialogs()}
     assert WRITTEN["train"].resolve() in learned_from
-    assert WRITTEN["val"].resolve() not in learned_from
+    assert WRITTEN["val"].resolve() not in learned_from and WRITTEN["val2"].resolve() not in learned_from
     assert config.data.dialogs.resolve() not in learned_from
