@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
 from core.layout import ArtifactLayout
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,9 +103,21 @@ class DataConfig(_Checks):
                 raise ConfigError(f"{where}: data.{f.name} points to a missing file: {p}")
 
     def training_dialogs(self) -> list[tuple[str, Path]]:
-        """(key, path) of every training-conversation file set: what conversation-learned parts learn from."""
-        return [(key, Path(p)) for key in ("train_dialogs", "written_train_dialogs")
-                if (p := getattr(self, key)) is not None]
+        """(key, resolved path) of every training-conversation file set: what conversation-learned parts
+        learn from. A missing file, or one that is the held-out dialogs, is a DataError: what is learned
+        from must never be what it is judged on."""
+        held_out = Path(self.dialogs).resolve() if self.dialogs is not None else None
+        out = []
+        for key in ("train_dialogs", "written_train_dialogs"):
+            if getattr(self, key) is None:
+                continue
+            path = Path(getattr(self, key)).resolve()
+            if path == held_out:
+                raise DataError(f"data.{key} names the held-out dialogs ({path}); point it at training dialogs")
+            if not path.is_file():
+                raise DataError(f"data.{key} points to a missing file: {path}")
+            out.append((key, path))
+        return out
 
 
 @dataclass

@@ -131,15 +131,8 @@ def _training_faq_turns(config: Config) -> list[tuple[str, str, bool, str]]:
     (`data.train_dialogs` and `data.written_train_dialogs`; none when unset). A turn stands alone
     unless it comes right after an FAQ answer and reads like a follow-up (its words lean on that
     answer). The held-out dialogs are refused: what is learned from must not be what it is judged on."""
-    held_out = config.data.dialogs
     turns = []
-    for key, path in config.data.training_dialogs():
-        path = path.resolve()
-        if held_out is not None and path == Path(held_out).resolve():
-            raise DataError(f"{config.path}: data.{key} names the held-out dialogs ({path}); "
-                            f"point it at training dialogs")
-        if not path.is_file():
-            raise DataError(f"{config.path}: data.{key} points to a missing file: {path}")
+    for key, path in config.data.training_dialogs():   # refuses the held-out dialogs and missing files
         for d in read_jsonl(path, ("id", "turns"), "dialog"):
             after_faq = False
             for t in d["turns"]:
@@ -155,8 +148,9 @@ def fusion_messages(config: Config) -> list[tuple[str, str]]:
     """(message, FAQ id) of the FAQ turns of the training dialogs: what the fusion learns from, with the
     index's leave-one-out paraphrases (those indexed as paraphrases, see `dialog_paraphrases`, are
     among the latter)."""
-    indexed = set(dialog_paraphrases(config))
-    return [(text, faq_id) for text, faq_id, _, _ in _training_faq_turns(config) if (text, faq_id) not in indexed]
+    turns = _training_faq_turns(config)
+    indexed = set(_indexed_turns(config, turns))
+    return [(text, faq_id) for text, faq_id, _, _ in turns if (text, faq_id) not in indexed]
 
 
 def dialog_paraphrases(config: Config) -> list[tuple[str, str]]:
@@ -165,9 +159,13 @@ def dialog_paraphrases(config: Config) -> list[tuple[str, str]]:
     training dialogs (customers' own wordings; the generated ones only rewrite the pack's) that stand
     on their own (a follow-up's words fit only after its previous answer, and would draw other
     conversations to the wrong entry)."""
+    return _indexed_turns(config, _training_faq_turns(config)) if config.retrieval.dialog_paraphrases else []
+
+
+def _indexed_turns(config: Config, turns: list[tuple[str, str, bool, str]]) -> list[tuple[str, str]]:
     if not config.retrieval.dialog_paraphrases:
         return []
-    return list(dict.fromkeys((text, faq_id) for text, faq_id, alone, key in _training_faq_turns(config)
+    return list(dict.fromkeys((text, faq_id) for text, faq_id, alone, key in turns
                               if alone and key == "written_train_dialogs"))
 
 

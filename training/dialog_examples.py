@@ -18,13 +18,11 @@ temperature are judged as before. The held-out dialogs are refused.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import datasets
 
 from core.config import Config
-from core.errors import DataError
 from core.jsonl import read_jsonl
 from retrieval.followup import reads_like_follow_up
 from service.domain import FAQ_PREFIX, default_domain
@@ -32,18 +30,16 @@ from service.domain import FAQ_PREFIX, default_domain
 
 def dialog_intent_rows(config: Config) -> list[dict[str, str]]:
     """{"text", "intent"} rows from the written training dialogs (none when unset or switched off)."""
-    path = config.data.written_train_dialogs
-    if not config.training.dialog_examples or path is None:
+    if not config.training.dialog_examples:
         return []
-    path = Path(path).resolve()
-    if config.data.dialogs is not None and path == Path(config.data.dialogs).resolve():
-        raise DataError(f"{config.path}: data.written_train_dialogs names the held-out dialogs ({path}); "
-                        f"point it at training dialogs")
+    paths = [path for key, path in config.data.training_dialogs() if key == "written_train_dialogs"]
+    if not paths:
+        return []
     domain = default_domain()
     starts = {action: intent for intent, action in domain.flow_actions.items()}
     category = {str(r["id"]): str(r.get("category") or "") for r in read_jsonl(config.data.faq, ("id",), "FAQ entry")}
     rows: list[dict[str, str]] = []
-    for dialog in read_jsonl(path, ("id", "turns"), "dialog"):
+    for dialog in read_jsonl(paths[0], ("id", "turns"), "dialog"):
         before: dict[str, Any] = {}
         for turn in dialog["turns"]:
             text, expect = str(turn.get("user") or "").strip(), turn.get("expect") or {}

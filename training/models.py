@@ -34,7 +34,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from core.atomic import atomic_write_json, atomic_write_text, share_like_umask, temp_dir_beside
 from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
@@ -93,13 +93,13 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def folder_hash(folder: Path) -> str:
-    """sha256 over every file of a model folder (names and contents): the encoder's fingerprint alone
-    misses a retrained head or a changed label map."""
+def folder_hash(folder: Path, digest: Callable[[Path], str] = _file_sha256) -> str:
+    """sha256 over every file of a model folder (names and `digest` of the contents): the encoder's
+    fingerprint alone misses a retrained head or a changed label map."""
     h = hashlib.sha256()
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
         h.update(str(path.relative_to(folder)).encode())
-        h.update(_file_sha256(path).encode())
+        h.update(digest(path).encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -115,22 +115,22 @@ def _without_timestamps(data: Any) -> Any:
     return data
 
 
+def _index_file_digest(path: Path) -> str:
+    """A JSON file's content without its timestamps; any other file's bytes."""
+    if path.suffix == ".json":
+        try:
+            data = _without_timestamps(json.loads(path.read_text(encoding="utf-8")))
+            return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+        except (OSError, ValueError):
+            pass   # hashed as bytes
+    return _file_sha256(path)
+
+
 def indexes_hash(folder: Path) -> str:
     """sha256 over an indexes folder (FAISS files, the lexical index, the fusion model, calibration),
     the JSON files without their timestamps: a new index build (another fusion, new calibration) is a
     new build even when the model and the data are the same."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(folder)).encode())
-        if path.suffix == ".json":
-            try:
-                data = _without_timestamps(json.loads(path.read_text(encoding="utf-8")))
-                h.update(json.dumps(data, sort_keys=True, default=str).encode("utf-8"))
-                continue
-            except (OSError, ValueError):
-                pass   # hashed as bytes below
-        h.update(_file_sha256(path).encode())
-    return "sha256:" + h.hexdigest()
+    return folder_hash(folder, _index_file_digest)
 
 
 def data_fingerprint(config: Config, store: Any = None) -> dict[str, Any]:
