@@ -4,6 +4,8 @@ Dialog format (JSON Lines): `{"id", "turns": [{"user": "...", "expect": {...}}],
 A turn is checked only on what its `expect` states; every key is optional:
 - `intent`: the reply's intent label (a diagnostic: it does not count towards resolution).
 - `action`: the reply's action; `not_action`: an action, or a list of actions, the reply must not take.
+  A stated `recommend` is also met by `compare`: both show the customer products, and a side-by-side
+  comparison is how the products a customer named are shown (`product_ids` still says which ones).
 - `faq_id`: the FAQ answered (`answer_faq` with it as the first source); `faq_ids`: a list of
   acceptable FAQ ids, any of them answered first is a hit.
 - `product_ids`: the suggestions include at least one of these product ids.
@@ -22,7 +24,8 @@ Metric definitions (all in [0, 1]; None when there is nothing to count):
   except the intent label (action, not_action, FAQ, products, handoff, reply text).
 - turn_resolution: customer-visibly right turns / all turns.
 - intent_accuracy: turns whose reply intent equals the stated intent / turns that state an intent.
-- action_accuracy: turns whose reply action equals the stated action / turns that state an action.
+- action_accuracy: turns whose reply action meets the stated one (equal, or `compare` for `recommend`) /
+  turns that state an action.
 - faq_hit_at_1: turns answered (`answer_faq`) with a stated FAQ as the first source /
   turns that state faq_id or faq_ids. A clarifying question that lists the right FAQ is not a hit.
 - product_hit: turns whose suggested products include any stated product id / turns that state
@@ -220,6 +223,10 @@ def actual_of(reply: Reply) -> dict[str, Any]:
     }
 
 
+# (stated, taken) action pairs that look the same to the customer: products shown, side by side.
+SHOWS_PRODUCTS = {("recommend", "compare")}
+
+
 def expected_faqs(expect: dict[str, Any]) -> list[str]:
     return ([expect["faq_id"]] if "faq_id" in expect else []) + list(expect.get("faq_ids") or [])
 
@@ -231,7 +238,7 @@ def check_turn(expect: dict[str, Any], actual: dict[str, Any], text: str | None 
     if "intent" in expect:
         checks["intent"] = actual["intent"] == expect["intent"]
     if "action" in expect:
-        checks["action"] = actual["action"] == expect["action"]
+        checks["action"] = actual["action"] == expect["action"] or (expect["action"], actual["action"]) in SHOWS_PRODUCTS
     if "not_action" in expect:
         checks["not_action"] = actual["action"] not in expect["not_action"]
     if "faq_id" in expect:

@@ -285,3 +285,13 @@ def test_the_demo_pack_test_knows_the_same_keys():
 
     assert test_demo_pack.EXPECT_KEYS == set(EXPECT_KEYS)
     assert test_demo_pack.STATE_KEYS == set(STATE_KEYS)
+
+
+def test_a_comparison_meets_a_stated_recommend_but_not_the_other_way():
+    from evaluation.dialog import check_turn
+    shown = {"action": "compare", "product_ids": ["P1", "P2"], "faq_id": None, "handoff": False}
+    assert check_turn({"action": "recommend", "product_ids": ["P2"]}, shown) == {"action": True, "product_ids": True}
+    assert check_turn({"action": "recommend", "product_ids": ["P9"]}, shown)["product_ids"] is False
+    listed = {**shown, "action": "recommend"}
+    assert check_turn({"action": "compare"}, listed)["action"] is False
+    assert check_turn({"action": "small_talk"}, shown)["action"] is False
