@@ -1,5 +1,6 @@
 """Whether a customer message reads like a follow-up: short, and opening with words that continue the
-previous turn ("and", "what about", "so") or pointing back at it ("it", "that", "those").
+previous turn ("and", "what about", "so") or pointing back at it ("it", "that", "those"), or a bare
+question of a few words ("how much?").
 
 Shared by the engine, which reads such a message together with the previous one (service/context.py),
 and by the index build, which never takes a follow-up from the training dialogs as a paraphrase of its
@@ -14,8 +15,13 @@ OPENER = re.compile(r"^\s*(?:and|also|plus|so|but|ok(?:ay)?,?\s+(?:and|so)|what 
                     r"anything|any)\b", re.I)
 POINTS_BACK = re.compile(r"\b(?:it|that|this|they|them|those|these|there|one|too|either|also)\b", re.I)
 MAX_FOLLOW_UP_WORDS = 12
+# "how much?", "why not", "how long for that": a bare question word asks about what was just answered.
+BARE_QUESTION = re.compile(r"^\s*(?:how|what|why|when|where|which|who)\b", re.I)
+MAX_BARE_QUESTION_WORDS = 3
 
 
 def reads_like_follow_up(text: str) -> bool:
     """A short message that opens like a continuation or points back at the previous turn."""
-    return len(text.split()) <= MAX_FOLLOW_UP_WORDS and bool(OPENER.search(text) or POINTS_BACK.search(text))
+    words = len(text.split())
+    return (words <= MAX_FOLLOW_UP_WORDS and bool(OPENER.search(text) or POINTS_BACK.search(text))) \
+        or (words <= MAX_BARE_QUESTION_WORDS and bool(BARE_QUESTION.search(text)))

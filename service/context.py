@@ -48,3 +48,14 @@ def merge_hits(own: list[Hit], with_context: list[Hit], k: int, answered: str | 
         if hit.id not in best or hit.score > best[hit.id].score:
             best[hit.id] = hit
     return sorted(best.values(), key=lambda h: -h.score)[:k]
+
+
+def same_entry(context: Context | None, with_context: list[Hit], threshold: float) -> str | None:
+    """The entry just answered, when the follow-up read with its previous message finds that entry
+    first and certainly ("do they bring the bracket?" after the TV-mounting answer, "how much?" after
+    the assembly one): the answer already holds what is asked. The policy falls back on it only when
+    nothing else answers the message."""
+    if context is None or not with_context:
+        return None
+    best = with_context[0]
+    return context.faq_id if best.id == context.faq_id and best.score >= threshold else None

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 
 from retrieval.compare import compare_rows, comparison_text
 from service import smalltalk
-from service.context import follow_up_context, merge_hits
+from service.context import follow_up_context, merge_hits, same_entry
 from service.domain import Domain, default_domain
 from service.flows.slots import ORDER_ID
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
@@ -148,12 +148,14 @@ class Assistant:
         # The message's own words search on their own: read with the previous message, the entry just
         # answered would come back first (merge_hits keeps it out of the context search).
         faq_hits = self.search_faq(own_embedding, text)
+        with_context: list = []
         if context_nlu is not None:
             with_context = self.search_faq(context_nlu.embedding, f"{context.previous_user} {text}")
             faq_hits = merge_hits(faq_hits, with_context, self.top_k, answered=context.faq_id)
         t = lap("retrieval", t)
         signals = self._signals(text, nlu, state)
         signals.follow_up = context is not None
+        signals.same_entry = same_entry(context, with_context, self.thresholds.faq)
         decision = decide(text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)
         t = lap("policy", t)
@@ -228,7 +230,10 @@ class Assistant:
                 reply.text += "\n\n" + result.note
             return reply
         if d.action == "answer_faq":
-            return self._answer(d.faq_ids[0], faq_hits, base)
+            reply = self._answer(d.faq_ids[0], faq_hits, base)
+            if state.handoff:   # answered while the ticket waits: the person still has the conversation
+                reply.text += "\n\n" + smalltalk.STILL_WITH_A_PERSON.format(ticket=state.ticket_id)
+            return reply
         if d.action == "clarify":
             return self._clarify(d.faq_ids, faq_hits, state, base)
         if d.action == "recommend":

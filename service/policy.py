@@ -33,6 +33,8 @@ _PICK = re.compile(r"^\s*(?:the\s+)?(1|2|3|first|second|third|one|two|three|top)
 # The hand-set cut-offs (`policy.decisions: hand`); training/decisions.py fits the learned ones from here.
 HAND_CLARIFY_MARGIN, HAND_INTENT, HAND_NEAR_FAQ = 0.03, 0.5, 0.08
 CLEAR_LEAD = 0.15   # a best FAQ hit this far ahead of the second is answered from further below the threshold
+PLEASANTRIES, MAX_PLEASANTRY_WORDS = frozenset({"greeting", "thanks", "goodbye"}), 6
+ANSWERED_WHILE_WAITING = "a FAQ answered while a person has the conversation"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Signals:
     oos_score: float | None = None
     compare: tuple[str, ...] = ()  # the products a comparison request names ("A vs B"), two or more
     follow_up: bool = False       # reads as a follow-up to the FAQ answer just given (service/context.py)
+    same_entry: str | None = None  # that follow-up, read with its previous message, asks the same entry again
 
 
 @dataclass
@@ -130,8 +133,17 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     search, out_of_scope = domain.intents_of(SEARCH), domain.intents_of(OUT_OF_SCOPE)
     intent, conf = nlu.intent, nlu.confidence
     confident = conf >= th.intent
+    # "Thank you. And if I'm in a hurry, is there a quicker option?": a greeting or thanks with a longer
+    # question after it is read for the question; the pleasantry's certainty does not decide the turn.
+    if intent in PLEASANTRIES and "?" in text and len(text.split()) > MAX_PLEASANTRY_WORDS:
+        confident = False
 
+    top = faq_hits[0] if faq_hits else None
     if state.handoff:
+        # "Is the manufacturer's guarantee still valid, then?" while the ticket waits: a question the FAQ
+        # answers with certainty is answered now (the person still has the conversation); the rest waits.
+        if confident and faq_category(intent) and top is not None and top.score >= th.faq and not signals.asks_human:
+            return Decision("answer_faq", intent, [top.id], reason=ANSWERED_WHILE_WAITING)
         return Decision("handoff", intent, reason="already with a person")
 
     # Asking for a person is always honoured; frustration and the request often share one message.
@@ -158,7 +170,6 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
 
     # "And if I don't want it anymore, can I cancel?" right after a warranty answer: a follow-up that
     # the FAQ answers on the same topic is answered, not taken for a new service request.
-    top = faq_hits[0] if faq_hits else None
     if signals.follow_up and not signals.order_ref and not state.flow and top is not None and top.score >= th.faq \
             and not signals.asks_human and not (confident and intent in small_talk):
         return Decision("answer_faq", intent, [top.id], reason="a follow-up the FAQ answers")
@@ -186,7 +197,6 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if confident and intent in search:
         return Decision("recommend", intent)
 
-    top = faq_hits[0] if faq_hits else None
     # "Do you sell a wall mount for a big TV?": a shopping question naming something in the catalogue
     # gets products, unless the NLU vouches for a FAQ topic that the FAQ also matches well.
     if signals.shopping and SHOPPING_ASK.search(text) and \
@@ -215,6 +225,10 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
             return Decision("clarify", intent, [top.id] + [h.id for h in close], reason="two FAQ answers are close")
         return Decision("answer_faq", intent, [top.id])
 
+    # "do they bring the bracket?" after the TV-mounting answer: nothing else answers it, and read with
+    # the previous message it asks that entry again, whose answer holds it ("wall mount not included").
+    if signals.same_entry and not signals.order_ref and not state.flow and not (confident and intent in control):
+        return Decision("answer_faq", intent, [signals.same_entry], reason="a follow-up on the answer just given")
     if confident and intent in out_of_scope:
         return Decision("out_of_scope", intent)
     # Not a flow turn, no FAQ answer, and unlike anything we were trained on: say so honestly.

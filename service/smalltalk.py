@@ -31,6 +31,8 @@ HANDOFF_WAITING = (
     "Is there anything you'd like to add for them?"
 )
 
+STILL_WITH_A_PERSON = "A member of our support team still has your conversation (ticket {ticket}) and will reply here."
+
 SUGGESTED_QUESTIONS = [
     "How long does standard shipping take?",
     "Can I return an opened item?",

@@ -1,6 +1,6 @@
 """Follow-ups read with the previous turn (service/context.py) and their wiring in the engine."""
 from retrieval.index import Hit
-from service.context import follow_up_context, merge_hits
+from service.context import follow_up_context, merge_hits, same_entry
 
 AFTER_FAQ = [{"role": "user", "text": "how long does delivery take?"},
              {"role": "assistant", "text": "3-5 business days.", "action": "answer_faq", "faq_id": "faq_ship_02"}]
@@ -10,6 +10,21 @@ def test_a_short_follow_up_after_a_faq_answer_gets_the_previous_message():
     ctx = follow_up_context(AFTER_FAQ, "and what if I need it faster?")
     assert ctx is not None and ctx.previous_user == "how long does delivery take?" and ctx.faq_id == "faq_ship_02"
     assert follow_up_context(AFTER_FAQ, "does that cost anything") is not None       # points back ("that")
+
+
+def test_a_bare_question_of_a_few_words_is_a_follow_up():
+    assert follow_up_context(AFTER_FAQ, "how much?") is not None
+    assert follow_up_context(AFTER_FAQ, "why not") is not None
+    assert follow_up_context(AFTER_FAQ, "how much is express shipping to Canada") is None   # a question of its own
+
+
+def test_the_same_entry_only_when_the_context_reading_finds_it_first_and_certainly():
+    ctx = follow_up_context(AFTER_FAQ, "how much?")
+    first = [Hit("faq_ship_02", 0.70, {}), Hit("faq_ship_01", 0.50, {})]
+    assert same_entry(ctx, first, threshold=0.6) == "faq_ship_02"
+    assert same_entry(ctx, first, threshold=0.75) is None                              # not certain
+    assert same_entry(ctx, first[::-1], threshold=0.4) is None                        # another entry first
+    assert same_entry(None, first, threshold=0.6) is None and same_entry(ctx, [], threshold=0.6) is None
 
 
 def test_messages_that_stand_on_their_own_get_no_context():

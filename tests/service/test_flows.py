@@ -134,9 +134,16 @@ def test_frustration_hands_off(assistant):
 def test_session_stays_in_handoff_until_an_operator_closes_the_ticket(assistant):
     r = assistant.respond("s", "let me speak to a real person")
     ticket = r.text.split("ticket number is ")[1].rstrip(".")
-    assert assistant.respond("s", "How long does standard delivery take?").action == "handoff"
+    waiting = assistant.respond("s", "hello? anyone there")
+    assert waiting.action == "handoff" and ticket in waiting.text
+    # A question the FAQ answers with certainty is answered while the ticket waits, and says so.
+    answered = assistant.respond("s", "How long does standard delivery take?")
+    assert answered.action == "answer_faq" and not answered.handoff and f"still has your conversation (ticket {ticket})" in answered.text
+    assert assistant.respond("s", "I want to speak to a human").action == "handoff"
+    assert [t["ticket_id"] for t in assistant.desk.tickets("open")] == [ticket]   # still the one ticket
     assert assistant.desk.close_ticket(ticket, "resolved by phone") == "s"
-    assert assistant.respond("s", "How long does standard delivery take?").action == "answer_faq"
+    after = assistant.respond("s", "How long does standard delivery take?")
+    assert after.action == "answer_faq" and "still has your conversation" not in after.text
 
 
 def test_handoff_ticket_holds_the_redacted_transcript(assistant):

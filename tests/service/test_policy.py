@@ -67,7 +67,42 @@ def test_explicit_human_request_and_frustration_hand_off():
 
 
 def test_session_in_handoff_stays_in_handoff():
-    assert act("faq_shipping", [H("a", 0.9)], state=SessionState("s", handoff=True)).action == "handoff"
+    waiting = SessionState("s", handoff=True)
+    assert act("greeting", [H("a", 0.9)], state=waiting).action == "handoff"
+    assert act("faq_shipping", [H("a", 0.5)], state=waiting).action == "handoff"           # not certain
+    assert act("faq_shipping", [H("a", 0.9)], conf=0.3, state=waiting).action == "handoff"  # topic unsure
+    assert act("order_status", [H("a", 0.9)], state=waiting).action == "handoff"
+    from service.policy import Signals
+    assert decide("get me an agent", waiting, nlu("faq_shipping"), [H("a", 0.9)], TH,
+                  signals=Signals(asks_human=True)).action == "handoff"
+
+
+def test_a_certain_faq_question_is_answered_while_a_person_has_the_conversation():
+    d = act("faq_shipping", [H("a", 0.9)], state=SessionState("s", handoff=True))
+    assert d.action == "answer_faq" and d.faq_ids == ["a"]
+
+
+def test_a_pleasantry_with_a_longer_question_after_it_is_read_for_the_question():
+    hits = [H("faq_ship_03", 0.58), H("faq_pay_02", 0.34)]
+    d = act("thanks", hits, conf=0.52, text="Thank you. And if I should be in a hurry, is there a quicker option?")
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_ship_03"]
+    assert act("thanks", hits, conf=0.52, text="thanks a lot!").action == "small_talk"
+    assert act("bot_identity", hits, conf=0.9, text="hello there, am I talking to a real person or a bot?").action \
+        == "small_talk"
+
+
+def test_a_follow_up_asking_the_answered_entry_again_is_answered_when_nothing_else_is():
+    from service.policy import Signals
+    again = Signals(follow_up=True, same_entry="faq_inst_01")
+    d = decide("do they bring the bracket", SessionState("s"), nlu("faq_installation", 0.99),
+               [H("faq_promo_05", 0.32)], TH, signals=again)
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_inst_01"]
+    # Another entry that answers it with certainty wins; without the signal it stays a fallback.
+    d = decide("do they bring the bracket", SessionState("s"), nlu("faq_installation", 0.99),
+               [H("faq_inst_02", 0.8, {"category": "installation"})], TH, signals=again)
+    assert d.faq_ids == ["faq_inst_02"]
+    assert decide("do they bring the bracket", SessionState("s"), nlu("faq_installation", 0.99),
+                  [H("faq_promo_05", 0.32)], TH, signals=Signals(follow_up=True)).action == "fallback"
 
 
 def test_out_of_scope_is_honest():
