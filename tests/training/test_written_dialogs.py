@@ -1,9 +1,11 @@
-"""The written conversations (data/demo/written_train_dialogs.jsonl, written_val_dialogs.jsonl): dialogs
+"""The written conversations (data/demo/written_train_dialogs.jsonl, written_val*_dialogs.jsonl): dialogs
 written by people in customers' own words, not from templates. The training file is learned from (FAQ
-fusion, learned cut-offs), the validation file only scores choices. They load, name only what the pack
+fusion, learned cut-offs), the validation files only score choices. They load, name only what the pack
 and the domain have, share no message with each other, the generated dialogs or the pack's own
 wordings, and hold nothing from the held-out files (read here only to check that)."""
 from __future__ import annotations
+
+import itertools
 
 import pytest
 
@@ -15,8 +17,10 @@ from service.reply import ACTIONS
 
 DEMO = PROJECT_ROOT / "data" / "demo"
 WRITTEN = {"train": DEMO / "written_train_dialogs.jsonl", "val": DEMO / "written_val_dialogs.jsonl",
-           "val2": DEMO / "written_val2_dialogs.jsonl"}   # val2: a fresh set, scored once, never chosen on
-PREFIX = {"train": "wtrain-", "val": "wval-", "val2": "wval2-"}
+           "val2": DEMO / "written_val2_dialogs.jsonl",   # val2: chosen on since it was first scored
+           "val3": DEMO / "written_val3_dialogs.jsonl"}   # val3: a fresh set, scored once, never chosen on
+PREFIX = {"train": "wtrain-", "val": "wval-", "val2": "wval2-", "val3": "wval3-"}
+VALIDATION = ("val", "val2", "val3")
 
 
 def _norm(text: str) -> str:
@@ -29,10 +33,10 @@ def _messages(path) -> set[str]:
     return {m for r in read_jsonl(path) for t in r["turns"] if len((m := _norm(t["user"])).split()) >= 4}
 
 
-@pytest.mark.parametrize("split", ["train", "val", "val2"])
+@pytest.mark.parametrize("split", sorted(WRITTEN))
 def test_the_written_dialogs_load_and_name_only_what_exists(split):
     dialogs = load_dialogs(WRITTEN[split])
-    assert len(dialogs) >= {"train": 120, "val": 70, "val2": 50}[split]
+    assert len(dialogs) >= {"train": 120, "val": 70, "val2": 50, "val3": 50}[split]
     domain = default_domain()
     faq_ids = {r["id"] for r in read_jsonl(DEMO / "faq.jsonl")}
     product_ids = {p["id"] for p in read_jsonl(DEMO / "products.jsonl")}
@@ -53,12 +57,13 @@ def test_the_written_dialogs_load_and_name_only_what_exists(split):
 
 
 def test_the_written_files_share_no_message_with_each_other_the_generated_ones_or_the_pack():
-    train, val, val2 = (_messages(WRITTEN[k]) for k in ("train", "val", "val2"))
-    assert not train & val and not train & val2 and not val & val2
+    messages = {split: _messages(path) for split, path in WRITTEN.items()}
+    for a, b in itertools.combinations(sorted(messages), 2):
+        assert not messages[a] & messages[b], f"{a} and {b} share a message"
     generated = _messages(DEMO / "train_dialogs.jsonl") | _messages(DEMO / "val_dialogs.jsonl")
     pack = {_norm(r["text"]) for r in read_jsonl(DEMO / "intents.jsonl")}
     pack |= {_norm(p) for r in read_jsonl(DEMO / "faq.jsonl") for p in [r["question"], *r["paraphrases"]]}
-    assert not (train | val | val2) & (generated | pack)
+    assert not set().union(*messages.values()) & (generated | pack)
 
 
 def test_no_held_out_text_is_in_the_written_dialogs():
@@ -76,5 +81,5 @@ def test_the_demo_config_learns_from_the_written_training_dialogs_never_the_vali
     config = load_config(PROJECT_ROOT / "configs" / "demo.yaml")
     learned_from = {path.resolve() for _, path in config.data.training_dialogs()}
     assert WRITTEN["train"].resolve() in learned_from
-    assert WRITTEN["val"].resolve() not in learned_from and WRITTEN["val2"].resolve() not in learned_from
+    assert not {WRITTEN[split].resolve() for split in VALIDATION} & learned_from
     assert config.data.dialogs.resolve() not in learned_from
