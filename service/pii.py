@@ -150,6 +150,9 @@ _NOT_NAMES = {
     "delivery", "tracking", "product", "products", "item", "items", "still", "too", "because", "if",
     "then", "than", "as", "by", "up", "down", "off", "over", "under", "one", "two", "you", "we", "they",
     "me", "us", "them", "he", "she", "him", "amazon", "ebay", "usa", "us", "uk", "eu", "english",
+    # what is said about a name rather than the name: "my surname is spelt wrong on my profile"
+    "spelt", "spelled", "misspelt", "misspelled", "wrong", "wrongly", "incorrect", "incorrectly", "missing",
+    "different", "changed", "changing", "showing", "shown", "listed", "written", "displayed",
 }
 
 

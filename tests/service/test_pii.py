@@ -115,6 +115,8 @@ KEPT = [
     "order 104233",
     "tracking for HC-104233",
     "my name is HC-104233",
+    "my surname is spelt wrong on my profile, can i fix it myself",
+    "my name is showing incorrectly on the invoice",
     "The Lumora 65\" 4K QLED 120Hz TV costs $1,299.99",
     "prices from $49.99 to $2,499.00",
     "it was 1299 dollars",
