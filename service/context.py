@@ -5,8 +5,12 @@ When the previous reply answered a FAQ and the new message reads like a follow-u
 parses the previous customer message and this one together (one more encoder pass, on follow-ups
 only) and merges that search with the message's own: the answer may come from either. The policy
 may then answer from the FAQ where the words alone would have started a flow or been called out of
-scope. (A small score bonus for the previous answer's topic was tried: no change on the validation
-dialogs, so it is not here.)
+scope. A follow-up that, read with its previous message, asks the entry just answered again gets that
+answer when nothing else answers it (`same_entry`). (A small score bonus for the previous answer's
+topic in the ranking itself was tried: no change on the validation dialogs, so it is not here.)
+
+After products were shown, a follow-up ("one that mops too?") is about them (`follows_products`): the
+policy recommends, and a new search reads it with the request that showed them.
 """
 from __future__ import annotations
 
@@ -59,3 +63,11 @@ def same_entry(context: Context | None, with_context: list[Hit], threshold: floa
         return None
     best = with_context[0]
     return context.faq_id if best.id == context.faq_id and best.score >= threshold else None
+
+
+def follows_products(state: Any, text: str) -> bool:
+    """The previous reply showed products and this message reads like a follow-up to it ("one that
+    mops too?", "does it need the internet?")."""
+    last = state.history[-1] if state.history else {}
+    return bool(state.last_products) and last.get("role") == "assistant" \
+        and last.get("action") in ("recommend", "compare") and reads_like_follow_up(text)

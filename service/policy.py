@@ -34,6 +34,7 @@ _PICK = re.compile(r"^\s*(?:the\s+)?(1|2|3|first|second|third|one|two|three|top)
 HAND_CLARIFY_MARGIN, HAND_INTENT, HAND_NEAR_FAQ = 0.03, 0.5, 0.08
 CLEAR_LEAD = 0.15   # a best FAQ hit this far ahead of the second is answered from further below the threshold
 PLEASANTRIES, MAX_PLEASANTRY_WORDS = frozenset({"greeting", "thanks", "goodbye"}), 6
+ABOUT_SHOWN_PRODUCTS = "a follow-up to the products just shown"
 ANSWERED_WHILE_WAITING = "a FAQ answered while a person has the conversation"
 
 
@@ -56,6 +57,7 @@ class Signals:
     compare: tuple[str, ...] = ()  # the products a comparison request names ("A vs B"), two or more
     follow_up: bool = False       # reads as a follow-up to the FAQ answer just given (service/context.py)
     same_entry: str | None = None  # that follow-up, read with its previous message, asks the same entry again
+    about_products: bool = False  # reads as a follow-up to the products just shown ("one that mops too?")
 
 
 @dataclass
@@ -134,11 +136,13 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     intent, conf = nlu.intent, nlu.confidence
     confident = conf >= th.intent
     # "Thank you. And if I'm in a hurry, is there a quicker option?": a greeting or thanks with a longer
-    # question after it is read for the question; the pleasantry's certainty does not decide the turn.
-    if intent in PLEASANTRIES and "?" in text and len(text.split()) > MAX_PLEASANTRY_WORDS:
+    # question after it, one the FAQ nearly answers, is read for the question; the pleasantry's
+    # certainty does not decide the turn ("good morning! what can you help me with?" stays small talk).
+    top = faq_hits[0] if faq_hits else None
+    if intent in PLEASANTRIES and "?" in text and len(text.split()) > MAX_PLEASANTRY_WORDS \
+            and top is not None and top.score >= th.faq - th.near_faq:
         confident = False
 
-    top = faq_hits[0] if faq_hits else None
     if state.handoff:
         # "Is the manufacturer's guarantee still valid, then?" while the ticket waits: a question the FAQ
         # answers with certainty is answered now (the person still has the conversation); the rest waits.
@@ -229,6 +233,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # the previous message it asks that entry again, whose answer holds it ("wall mount not included").
     if signals.same_entry and not signals.order_ref and not state.flow and not (confident and intent in control):
         return Decision("answer_faq", intent, [signals.same_entry], reason="a follow-up on the answer just given")
+    # "one that mops too?", "does it need the internet?" right after products were shown: about those
+    # products or a narrower search for them, which nothing above answered; not a new, unknown topic.
+    if signals.about_products and not signals.order_ref and not state.flow \
+            and not (confident and intent in small_talk | control | out_of_scope):
+        return Decision("recommend", intent, reason=ABOUT_SHOWN_PRODUCTS)
     if confident and intent in out_of_scope:
         return Decision("out_of_scope", intent)
     # Not a flow turn, no FAQ answer, and unlike anything we were trained on: say so honestly.

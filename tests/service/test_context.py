@@ -1,6 +1,7 @@
 """Follow-ups read with the previous turn (service/context.py) and their wiring in the engine."""
 from retrieval.index import Hit
-from service.context import follow_up_context, merge_hits, same_entry
+from service.context import follow_up_context, follows_products, merge_hits, same_entry
+from service.sessions import SessionState
 
 AFTER_FAQ = [{"role": "user", "text": "how long does delivery take?"},
              {"role": "assistant", "text": "3-5 business days.", "action": "answer_faq", "faq_id": "faq_ship_02"}]
@@ -25,6 +26,17 @@ def test_the_same_entry_only_when_the_context_reading_finds_it_first_and_certain
     assert same_entry(ctx, first, threshold=0.75) is None                              # not certain
     assert same_entry(ctx, first[::-1], threshold=0.4) is None                        # another entry first
     assert same_entry(None, first, threshold=0.6) is None and same_entry(ctx, [], threshold=0.6) is None
+
+
+def test_a_follow_up_right_after_products_were_shown_is_about_them():
+    shown = SessionState("s", last_products=["P1114"])
+    shown.history = [{"role": "user", "text": "cheapest robot vacuum"},
+                     {"role": "assistant", "text": "Here are...", "action": "recommend"}]
+    assert follows_products(shown, "one that mops too?")
+    assert not follows_products(shown, "How long does standard delivery take for a big parcel like a sofa?")
+    later = SessionState("s", last_products=["P1114"], history=shown.history + AFTER_FAQ)
+    assert not follows_products(later, "one that mops too?")        # a FAQ answer came in between
+    assert not follows_products(SessionState("s", history=shown.history), "one that mops too?")
 
 
 def test_messages_that_stand_on_their_own_get_no_context():
@@ -55,3 +67,18 @@ def test_the_engine_reads_a_follow_up_together_with_the_message_before(assistant
     parsed.clear()
     assistant.respond("ctx-1", "and does that take long?")
     assert parsed == ["and does that take long?"]
+
+
+def test_the_engine_narrows_the_products_just_shown_with_the_request_that_showed_them(assistant, monkeypatch):
+    first = assistant.respond("ctx-p", "cheapest robot vacuum you have")
+    assert first.action == "recommend" and first.products
+    searched: list[str] = []
+    recommend = assistant.recommender.recommend
+    monkeypatch.setattr(assistant.recommender, "recommend",
+                        lambda text, *a, **kw: searched.append(text) or recommend(text, *a, **kw))
+    reply = assistant.respond("ctx-p", "one that mops too?")
+    assert reply.action == "recommend" and searched == ["cheapest robot vacuum you have one that mops too?"]
+    assert reply.products and all(p.category == "cleaning" for p in reply.products)
+    searched.clear()
+    assistant.respond("ctx-p", "what about laptops?")       # a kind of its own: a new search
+    assert searched == ["what about laptops?"]

@@ -335,3 +335,19 @@ def test_one_faq_far_ahead_of_the_others_is_answered_from_a_little_below_the_thr
     # The same score with a rival close behind, or far below: not an answer.
     assert act("faq_payments", [H("pay_02", 0.50), H("pay_01", 0.45)]).action == "fallback"
     assert act("faq_payments", [H("pay_02", 0.40), H("pay_01", 0.10)]).action == "fallback"
+
+
+def test_a_follow_up_to_the_products_just_shown_recommends_when_nothing_else_answers_it():
+    from service.policy import ABOUT_SHOWN_PRODUCTS, Signals
+    about = Signals(about_products=True, out_of_scope=True)
+    d = decide("one that mops too?", SessionState("s"), nlu("deny", 0.32), [H("a", 0.3)], TH, signals=about)
+    assert d.action == "recommend" and d.reason == ABOUT_SHOWN_PRODUCTS
+    # A FAQ answer, a pleasantry or a sure out-of-scope reading still win; without the signal the
+    # out-of-scope detector decides.
+    assert decide("do they ship free?", SessionState("s"), nlu("faq_shipping"), [H("a", 0.8)], TH,
+                  signals=about).action == "answer_faq"
+    assert decide("thanks, that one", SessionState("s"), nlu("thanks"), [], TH, signals=about).action == "small_talk"
+    assert decide("and the weather there?", SessionState("s"), nlu("out_of_scope"), [], TH,
+                  signals=about).action == "out_of_scope"
+    assert decide("one that mops too?", SessionState("s"), nlu("deny", 0.32), [H("a", 0.3)], TH,
+                  signals=Signals(out_of_scope=True)).action == "out_of_scope"
