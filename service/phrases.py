@@ -37,8 +37,12 @@ DEFECT = re.compile(r"\b(defective|faulty|broken|damaged|doesn'?t work|does not 
                     r"(turn|switch|power) on)\b", re.I)
 # "I sent the vacuum back", "I returned it": the item already went back.
 SENT_BACK = re.compile(r"\b(sent|shipped|mailed|posted|dropped off|brought|took|gave)\b[^.?!]{0,25}?\bback\b|"
-                       r"\b(i|we)( have|'ve)?( already)? returned\b|\balready returned\b|\breturned (it|them)\b",
-                       re.I)
+                       r"\b(i|we)( have|'ve)?( already)? returned\b|\balready returned\b|"
+                       r"\breturned (it|them|my|our|the)\b", re.I)
+# "if I order it and the colour looks wrong, can I send it back?": a question before buying, about
+# the policy, not a request about an order.
+BEFORE_BUYING = re.compile(r"\bif (i|we) (order|buy|get|purchase)\b|\bbefore (i|we) (order|buy|purchase)\b|"
+                           r"\bbefore (ordering|buying|purchasing)\b|\bthinking (about|of) (buying|ordering)\b", re.I)
 # "still haven't seen a cent", "no refund yet": money that was due has not arrived.
 NO_MONEY_YET = re.compile(r"\b(haven'?t|have not|hasn'?t|has not|didn'?t|did not|never|still not)\b[^.?!]{0,20}?"
                           r"\b(seen|got|gotten|received|had|get|see|receive)\b[^.?!]{0,15}?\b(a (cent|penny|dime|"
@@ -77,14 +81,16 @@ ABOUT_THAT_SHOP = re.compile(r"\b(open|opens|close|closes|closing|hours|near me|
 PRICE_MATCH = re.compile(r"\b(match|matching|beat|cheaper|lower price|price)\b", re.I)
 # Personal tax filing and tax advice (the store answers only its own sales tax and exemptions).
 TAX_ADVICE = re.compile(r"\b(file|filing|do|doing) (my |our )?tax(es| return)\b|\btax return\b|\birs\b|"
-                        r"\btax (advice|bracket|deduction)s?\b|\bdeduct\b[^.?!]{0,30}\btaxes\b", re.I)
+                        r"\btax (advice|bracket|deduction)s?\b|\bdeduct\b[^.?!]{0,30}\btaxes\b|\btax[- ]deductible\b|"
+                        r"\b(write|writing) [\w ]{0,20}?off\b[^.?!]{0,40}\btax(es)?\b|"
+                        r"\bclaim\b[^.?!]{0,30}\bon (my|our) tax(es)?\b", re.I)
 
 # "Bought a stand mixer from you and now it's $50 cheaper": about a purchase made, not a shopping request.
 ALREADY_BOUGHT = re.compile(r"\b(bought|purchased)\b|\b(i|we)( just| already)? (ordered|got)\b", re.I)
 
 # A shopping question: whether the store sells something, or what the customer is after. Counts only
 # with a catalogue cue (a category, brand or price bound, see retrieval/filters.py).
-SHOPPING_ASK = re.compile(r"\b(do|does|did) (you|u|ya|y'all|the store|your (store|shop))( guys| all)? "
+SHOPPING_ASK = re.compile(r"\b(do|does|did) (you|u|ya|y'?all|the store|your (store|shop))( guys| all)? "
                           r"(sell|carry|stock|have|offer|do|got)\b|\b(i'?m|i am|we'?re|we are|am) "
                           r"(looking|searching|shopping|hunting) for\b|\blooking for an?\b|\b(where|what) can i buy\b|"
                           r"\b(i|we) (want|need|would like|'d like) to (buy|get|order|purchase)\b|"

@@ -22,8 +22,8 @@ from service.domain import (
 )
 from service.nlu import NLUResult
 from service.flows.base import answers_pending
-from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, BILLING_DISPUTE, FED_UP, FLOW_CUES, OTHER_SHOP, PRICE_MATCH,
-                             RESUME, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE)
+from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, BEFORE_BUYING, BILLING_DISPUTE, FED_UP, FLOW_CUES, OTHER_SHOP,
+                             PRICE_MATCH, RESUME, SENT_BACK, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE)
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -187,6 +187,13 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         if cued:
             return Decision(flow_actions[cued], cued, flow=flow_actions[cued],
                             reason="an order number with words for this service request")
+        # "if I order it and it looks wrong, can I send it back?" (before buying) and "returned my vacuum
+        # last week, how long till I see the money?" (after a return): questions about the policy, not a
+        # request to start a return; the FAQ answers them when it nearly can.
+        asks_policy = bool(BEFORE_BUYING.search(text)) or (intent == "return_request" and bool(SENT_BACK.search(text)))
+        if asks_policy and not state.flow and not signals.order_ref and not resume \
+                and top is not None and top.score >= th.faq - th.near_faq:
+            return Decision("answer_faq", intent, [top.id], reason="a question about the policy, not a request")
         if state.flow or resume or (confident and intent in flow_actions):
             return Decision(flow_actions.get(intent, "flow"), intent, flow=flow_actions.get(intent),
                             reason="service flow")
@@ -236,7 +243,7 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # "one that mops too?", "does it need the internet?" right after products were shown: about those
     # products or a narrower search for them, which nothing above answered; not a new, unknown topic.
     if signals.about_products and not signals.order_ref and not state.flow \
-            and not (confident and intent in small_talk | control | out_of_scope):
+            and not (confident and intent in small_talk | out_of_scope):
         return Decision("recommend", intent, reason=ABOUT_SHOWN_PRODUCTS)
     if confident and intent in out_of_scope:
         return Decision("out_of_scope", intent)

@@ -315,7 +315,10 @@ def test_an_unsure_nlu_with_a_product_search_runner_up_and_a_catalogue_cue_recom
 
 @pytest.mark.parametrize("text", ["what time does the walmart on 5th street close tonight",
                                   "my samsung phone from costco keeps rebooting itself, how do I fix it",
-                                  "how do I file my taxes as a freelancer this year"])
+                                  "how do I file my taxes as a freelancer this year",
+                                  "I am self-employed. Can I write off the laptop I bought from you on my taxes?",
+                                  "is a standing desk tax-deductible if I work from home",
+                                  "can I claim the printer on my taxes"])
 def test_another_shops_hours_or_support_and_tax_advice_are_out_of_scope(text):
     # Our store-hours or sales-tax FAQ shares words with them; only that shop or an adviser can answer.
     d = decide(text, SessionState("s"), nlu("faq_store_policy", 0.8), [H("faq_pol_01", 0.8, {"category": "store_policy"})], TH)
@@ -323,7 +326,8 @@ def test_another_shops_hours_or_support_and_tax_advice_are_out_of_scope(text):
 
 
 @pytest.mark.parametrize("text", ["do you match best buy prices?", "is target cheaper than you for this tv",
-                                  "we're a nonprofit, are we exempt from the tax?"])
+                                  "we're a nonprofit, are we exempt from the tax?",
+                                  "does the price include sales tax or is that written on the invoice"])
 def test_price_matching_other_shops_and_our_own_tax_questions_are_answered(text):
     d = decide(text, SessionState("s"), nlu("faq_store_policy", 0.8), [H("faq_pol_04", 0.8, {"category": "store_policy"})], TH)
     assert d.action == "answer_faq"
@@ -351,3 +355,35 @@ def test_a_follow_up_to_the_products_just_shown_recommends_when_nothing_else_ans
                   signals=about).action == "out_of_scope"
     assert decide("one that mops too?", SessionState("s"), nlu("deny", 0.32), [H("a", 0.3)], TH,
                   signals=Signals(out_of_scope=True)).action == "out_of_scope"
+
+
+@pytest.mark.parametrize("text", ["Hmm. So if I order it and the colour looks wrong in my living room, can I send it back?",
+                                  "before I buy, can I return it if it doesn't fit",
+                                  "returned my vacuum last week, how long till I see the money"])
+def test_a_question_about_the_return_policy_is_answered_not_taken_for_a_return(text):
+    near = [H("faq_ret_01", 0.55, {"category": "returns"}), H("faq_ref_01", 0.40)]
+    d = decide(text, SessionState("s"), nlu("return_request", 0.55), near, TH, flows_available=True)
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_ret_01"]
+
+
+def test_a_return_request_still_starts_the_return():
+    near = [H("faq_ret_01", 0.55, {"category": "returns"})]
+    for text in ("I want to return the blender I got last week", "the toaster is too loud, I would like to send it back"):
+        d = decide(text, SessionState("s"), nlu("return_request", 0.8), near, TH, flows_available=True)
+        assert d.flow is not None, text
+    # Nothing the FAQ nearly answers: the flow, whatever the words.
+    d = decide("if I order it can I send it back", SessionState("s"), nlu("return_request", 0.8), [H("x", 0.3)], TH,
+               flows_available=True)
+    assert d.flow is not None
+
+
+def test_a_sure_no_right_after_products_narrows_them():
+    from service.policy import ABOUT_SHOWN_PRODUCTS, Signals
+    d = decide("one that mops too?", SessionState("s"), nlu("deny", 0.51), [], TH, signals=Signals(about_products=True))
+    assert d.action == "recommend" and d.reason == ABOUT_SHOWN_PRODUCTS
+
+
+@pytest.mark.parametrize("text", ["do yall sell record players", "do y'all carry standing desks"])
+def test_do_yall_sell_is_a_shopping_question(text):
+    from service.phrases import SHOPPING_ASK
+    assert SHOPPING_ASK.search(text)
