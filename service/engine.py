@@ -20,7 +20,7 @@ from service.domain import Domain, default_domain
 from service.flows.slots import ORDER_ID
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
 from service.nlu import NLU, NLUResult
-from service.phrases import ASKS_HUMAN
+from service.phrases import asks_for_a_person
 from service.pii import redact
 from service.policy import Decision, Signals, Thresholds, decide
 from service.reply import ProductCard, Reply, Source
@@ -199,7 +199,7 @@ class Assistant:
         out_of_scope, oos_score = self.oos.check_result(nlu) if self.oos is not None else (False, None)
         compared = self.recommender.comparison(text, state.last_products if state else ()) \
             if hasattr(self.recommender, "comparison") else []
-        return Signals(order_ref=bool(ORDER_ID.search(text)), asks_human=bool(ASKS_HUMAN.search(text)),
+        return Signals(order_ref=bool(ORDER_ID.search(text)), asks_human=asks_for_a_person(text),
                        shopping=bool(filters is not None and not filters.is_empty()),
                        out_of_scope=bool(out_of_scope), oos_score=oos_score,
                        compare=tuple(str(p["id"]) for p in compared))

@@ -12,6 +12,16 @@ ASKS_HUMAN = re.compile(
     r"\b(talk|speak|chat|connect|transfer|put|pass|get|give|want|need|let me|escalate|hand)\b[^.?!]{0,30}?"
     r"\b(human|real person|a person|someone|somebody|agent|representative|rep|operator|staff|manager|supervisor|"
     r"customer service)\b|^\W*(agent|human|representative|operator|live agent|real person)\W*$", re.I)
+# "are your people around on Sundays, like if I need to talk to someone?": a question about when a
+# person could be reached, not a request for one now.
+IF_I_NEED_A_PERSON = re.compile(r"\b(if|when|in case) (i|we) (ever |would )?(need|want|have) to (talk|speak|chat)\b", re.I)
+
+
+def asks_for_a_person(text: str) -> bool:
+    """An explicit request for a person now."""
+    return bool(ASKS_HUMAN.search(text)) and not IF_I_NEED_A_PERSON.search(text)
+
+
 YES = re.compile(r"^\s*(y|yes|yeah|yep|yup|sure|ok(ay)?|correct|confirm(ed)?|please do|go ahead|do it|"
                  r"that'?s right|right|absolutely|yes please)\b", re.I)
 NO = re.compile(r"^\s*(n|no|nope|nah|don'?t|do not|not now|wait|hold on)\b", re.I)

@@ -152,10 +152,16 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
 
     # Asking for a person is always honoured; frustration and the request often share one message.
     # Frustration in the answer a running flow asked for ("like I said it's dead") is the answer.
-    if signals.asks_human or (intent in handoff_intents and _mass(nlu, handoff_intents) >= th.intent
-                              and not (flows_available and _answers_running_flow(text, state, nlu, domain))):
-        why = "the customer asked for a person" if signals.asks_human or intent == "human_request" \
-            else "the customer is frustrated"
+    upset = intent in handoff_intents and _mass(nlu, handoff_intents) >= th.intent \
+        and not (flows_available and _answers_running_flow(text, state, nlu, domain))
+    asks_person = signals.asks_human or intent == "human_request"
+    # "my Visa keeps getting rejected at checkout, what is going on?", "the parcel came smashed up": a
+    # problem the FAQ answers with certainty, told without exasperation, gets that answer (the customer
+    # can still ask for a person); "I'm so fed up" or a request for a person still goes to one.
+    if upset and not asks_person and not FED_UP.search(text) and top is not None and top.score >= th.faq:
+        return Decision("answer_faq", intent, [top.id], reason="a problem the FAQ answers, told calmly")
+    if asks_person or upset:
+        why = "the customer asked for a person" if asks_person else "the customer is frustrated"
         return Decision("handoff", intent, reason=why)
     # "charged twice and my bank says it's on your end, I'm so done": a billing dispute told with
     # exasperation needs a person, whatever the FAQ says about when cards are charged.

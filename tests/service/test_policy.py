@@ -387,3 +387,26 @@ def test_a_sure_no_right_after_products_narrows_them():
 def test_do_yall_sell_is_a_shopping_question(text):
     from service.phrases import SHOPPING_ASK
     assert SHOPPING_ASK.search(text)
+
+
+@pytest.mark.parametrize("text,asks", [("let me speak to a real person", True), ("agent", True),
+                                       ("I need to talk to someone about my order", True),
+                                       ("are your people around on sundays? like if I need to talk to someone", False),
+                                       ("what hours can I reach staff, in case I want to speak to a manager", False),
+                                       ("are you a person?", False)])
+def test_a_request_for_a_person_now_and_a_question_about_reaching_one(text, asks):
+    from service.phrases import asks_for_a_person
+    assert asks_for_a_person(text) is asks
+
+
+def test_a_problem_the_faq_answers_told_calmly_gets_the_answer_not_a_person():
+    upset = NLUResult("complaint", 0.58, [("complaint", 0.58), ("faq_shipping", 0.3)], np.zeros(4, dtype=np.float32))
+    certain = [H("faq_ship_09", 0.75, {"category": "shipping"})]
+    d = decide("my pakage came smashed up and the tv screen is crackd", SessionState("s"), upset, certain, TH)
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_ship_09"]
+    # Exasperation, no certain answer, or a request for a person: a person.
+    assert decide("the parcel came smashed, this is ridiculous", SessionState("s"), upset, certain, TH).action == "handoff"
+    assert decide("my parcel came smashed up", SessionState("s"), upset, [H("faq_ship_09", 0.5)], TH).action == "handoff"
+    from service.policy import Signals
+    assert decide("parcel smashed, get me an agent", SessionState("s"), upset, certain, TH,
+                  signals=Signals(asks_human=True)).action == "handoff"
