@@ -49,16 +49,25 @@ DEFECT = re.compile(r"\b(defective|faulty|broken|damaged|doesn'?t work|does not 
 SENT_BACK = re.compile(r"\b(sent|shipped|mailed|posted|dropped off|brought|took|gave)\b[^.?!]{0,25}?\bback\b|"
                        r"\b(i|we)( have|'ve)?( already)? returned\b|\balready returned\b|"
                        r"\breturned (it|them|my|our|the)\b", re.I)
+# "I cancelled it before it shipped", "already cancelled the order": the cancellation was made.
+CANCELLED = re.compile(r"\b(i|we)( have|'ve)?( already)? cancell?ed\b|\balready cancell?ed\b|"
+                       r"\bcancell?ed (it|them|my|our|the)\b", re.I)
+# The service request each past-tense situation has already made: a message that says so asks about
+# what follows (the money), not for the request again.
+ALREADY_DONE: dict[str, re.Pattern] = {"return_request": SENT_BACK, "cancel_order": CANCELLED}
 # "if I order it and the colour looks wrong, can I send it back?": a question before buying, about
 # the policy, not a request about an order.
 BEFORE_BUYING = re.compile(r"\bif (i|we) (order|buy|get|purchase)\b|\bbefore (i|we) (order|buy|purchase)\b|"
                            r"\bbefore (ordering|buying|purchasing)\b|\bthinking (about|of) (buying|ordering)\b", re.I)
-# "still haven't seen a cent", "no refund yet": money that was due has not arrived.
+# "still haven't seen a cent", "no refund yet", "where's my money": money that was due has not arrived.
 NO_MONEY_YET = re.compile(r"\b(haven'?t|have not|hasn'?t|has not|didn'?t|did not|never|still not)\b[^.?!]{0,20}?"
                           r"\b(seen|got|gotten|received|had|get|see|receive)\b[^.?!]{0,15}?\b(a (cent|penny|dime|"
                           r"dollar)|(my|the|any|a) (money|refund|cash)|refund|anything)\b|"
                           r"\bstill (no|waiting (for|on)) (my |the |a |any )?(refund|money)\b|"
-                          r"\bno (refund|money) yet\b", re.I)
+                          r"\bno (refund|money) yet\b|"
+                          # "where's my money", "when do I get the money back": asks after money due
+                          r"\bwhere('?s| is) (my|the) (money|refund|cash)\b|"
+                          r"\bwhen (do|will|can|would) (i|we) (get|see|receive)\b[^.?!]{0,25}?\b(money|refund|cash)\b", re.I)
 # "I just want my money back", "can I get a refund": asks for money not yet claimed ("my refund" presumes one).
 WANTS_MONEY_BACK = re.compile(r"\b(want|need|would like|'d like|demand|give me|get|have)\b[^.?!]{0,20}?"
                               r"\b(my money back|money back|a (full )?refund|refunded)\b", re.I)
@@ -67,6 +76,7 @@ WANTS_MONEY_BACK = re.compile(r"\b(want|need|would like|'d like|demand|give me|g
 # "won't turn on, I want my money back" is a return, not the status of a refund that doesn't exist).
 SITUATION_CUES: tuple[tuple[str, tuple[re.Pattern, ...]], ...] = (
     ("refund_status", (SENT_BACK, NO_MONEY_YET)),
+    ("refund_status", (CANCELLED, NO_MONEY_YET)),
     ("return_request", (DEFECT, WANTS_MONEY_BACK)),
 )
 

@@ -230,6 +230,7 @@ def test_do_you_sell_a_catalogue_item_recommends_unless_the_faq_is_vouched_for(t
     ("I sent the robot vacuum back weeks ago and still haven't seen a cent. HC-104176", "refund_status",
      "order_status"),
     ("returned it two weeks ago, still no refund. HC-104176", "refund_status", "return_request"),
+    ("I cancelled the foldable phone HC-104203 a while ago, where's my money", "refund_status", "cancel_order"),
 ])
 def test_the_situation_decides_the_flow_over_the_nlu_and_single_cues(text, wanted, nlu_guess):
     from service.domain import default_domain
@@ -359,17 +360,21 @@ def test_a_follow_up_to_the_products_just_shown_recommends_when_nothing_else_ans
 
 @pytest.mark.parametrize("text", ["Hmm. So if I order it and the colour looks wrong in my living room, can I send it back?",
                                   "before I buy, can I return it if it doesn't fit",
-                                  "returned my vacuum last week, how long till I see the money"])
+                                  "returned my vacuum last week, how long till I see the money",
+                                  "i cancelled my order before it shipped, when do i get the money back on my card"])
 def test_a_question_about_the_return_policy_is_answered_not_taken_for_a_return(text):
     near = [H("faq_ret_01", 0.55, {"category": "returns"}), H("faq_ref_01", 0.40)]
-    d = decide(text, SessionState("s"), nlu("return_request", 0.55), near, TH, flows_available=True)
+    intent = "cancel_order" if "cancel" in text else "return_request"
+    d = decide(text, SessionState("s"), nlu(intent, 0.55), near, TH, flows_available=True)
     assert d.action == "answer_faq" and d.faq_ids == ["faq_ret_01"]
 
 
 def test_a_return_request_still_starts_the_return():
     near = [H("faq_ret_01", 0.55, {"category": "returns"})]
-    for text in ("I want to return the blender I got last week", "the toaster is too loud, I would like to send it back"):
-        d = decide(text, SessionState("s"), nlu("return_request", 0.8), near, TH, flows_available=True)
+    for text, intent in (("I want to return the blender I got last week", "return_request"),
+                         ("the toaster is too loud, I would like to send it back", "return_request"),
+                         ("please cancel my order, I changed my mind", "cancel_order")):
+        d = decide(text, SessionState("s"), nlu(intent, 0.8), near, TH, flows_available=True)
         assert d.flow is not None, text
     # Nothing the FAQ nearly answers: the flow, whatever the words.
     d = decide("if I order it can I send it back", SessionState("s"), nlu("return_request", 0.8), [H("x", 0.3)], TH,
