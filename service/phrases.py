@@ -55,6 +55,10 @@ CANCELLED = re.compile(r"\b(i|we)( have|'ve)?( already)? cancell?ed\b|\balready 
 # The service request each past-tense situation has already made: a message that says so asks about
 # what follows (the money), not for the request again.
 ALREADY_DONE: dict[str, re.Pattern] = {"return_request": SENT_BACK, "cancel_order": CANCELLED}
+# Words that change something ("update where my order ships", "I moved", "I misspelled the street"):
+# an address message without any is a question about addresses ("do you ship to APO addresses?").
+CHANGES_SOMETHING = re.compile(r"\b(chang\w*|updat\w*|correct\w*|fix\w*|edit\w*|switch\w*|redirect\w*|wrong|"
+                               r"mov(e|ed|ing)|new|misspel\w*|typo|instead)\b", re.I)
 # "if I order it and the colour looks wrong, can I send it back?": a question before buying, about
 # the policy, not a request about an order.
 BEFORE_BUYING = re.compile(r"\bif (i|we) (order|buy|get|purchase)\b|\bbefore (i|we) (order|buy|purchase)\b|"

@@ -22,8 +22,9 @@ from service.domain import (
 )
 from service.nlu import NLUResult
 from service.flows.base import answers_pending
-from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, BEFORE_BUYING, BILLING_DISPUTE, FED_UP, FLOW_CUES,
-                             OTHER_SHOP, PRICE_MATCH, RESUME, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE)
+from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, BEFORE_BUYING, BILLING_DISPUTE,
+                             CHANGES_SOMETHING, FED_UP, FLOW_CUES, OTHER_SHOP, PRICE_MATCH, RESUME, SHOPPING_ASK,
+                             SITUATION_CUES, TAX_ADVICE)
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -196,8 +197,10 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         # "if I order it and it looks wrong, can I send it back?" (before buying) and "returned my vacuum
         # last week, how long till I see the money?" or "I cancelled before it shipped, when do I get the
         # money back?" (after the request was made): questions about the policy, not a request to start
-        # that flow; the FAQ answers them when it nearly can.
-        asks_policy = bool(BEFORE_BUYING.search(text)) or bool(intent in ALREADY_DONE and ALREADY_DONE[intent].search(text))
+        # that flow; so is "can you ship to an APO address?", an address question with no change in it.
+        # The FAQ answers them when it nearly can.
+        asks_policy = bool(BEFORE_BUYING.search(text)) or bool(intent in ALREADY_DONE and ALREADY_DONE[intent].search(text)) \
+            or (intent == "change_address" and not CHANGES_SOMETHING.search(text))
         if asks_policy and not state.flow and not signals.order_ref and not resume \
                 and top is not None and top.score >= th.faq - th.near_faq:
             return Decision("answer_faq", intent, [top.id], reason="a question about the policy, not a request")

@@ -415,3 +415,14 @@ def test_a_problem_the_faq_answers_told_calmly_gets_the_answer_not_a_person():
     from service.policy import Signals
     assert decide("parcel smashed, get me an agent", SessionState("s"), upset, certain, TH,
                   signals=Signals(asks_human=True)).action == "handoff"
+
+
+@pytest.mark.parametrize("text,flow", [("I'm stationed overseas, can you guys ship to an APO address?", False),
+                                       ("can things from your site even go to an FPO address", False),
+                                       ("can I update where my order ships to?", True),
+                                       ("I moved last week, please send it to my new place", True),
+                                       ("I misspelled the street on my order", True)])
+def test_an_address_question_without_a_change_is_answered(text, flow):
+    near = [H("faq_ship_07", 0.56, {"category": "shipping"})]
+    d = decide(text, SessionState("s"), nlu("change_address", 0.86), near, TH, flows_available=True)
+    assert (d.flow is not None) is flow and (flow or d.faq_ids == ["faq_ship_07"])
