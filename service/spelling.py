@@ -6,8 +6,9 @@ has never seen: the out-of-scope detector flags it, or the FAQ search falls shor
 neither an English word (symspellpy's 82,765-word frequency dictionary) nor a word of the deployment's
 own pack (FAQ, intent examples, catalogue: brand and model names, "Cloudbook", "Sweepa") is replaced by
 the most frequent known word one edit away (insert, delete, substitute or swap two letters), the
-pack's words first. Only plain alphabetic words of three letters or more are touched: order numbers,
-email addresses, prices and anything with digits stay as written. One edit, not two: a second edit
+pack's words first. Chat shorthand ("pls", "acct", "wk") is read as its words first (`SHORTHAND`: one
+edit would make "accnt" "accent"). Only plain alphabetic words of three letters or more are corrected:
+order numbers, email addresses, prices and anything with digits stay as written. One edit, not two: a second edit
 turns too many rare but right words into common wrong ones.
 
 The corrected text is what the NLU, the FAQ and product search, the policy and the flows read; the
@@ -28,6 +29,19 @@ _WORD = re.compile(r"[a-z]+")
 _TOKEN = re.compile(r"(\s+)")
 _PLAIN_WORD = re.compile(r"([^\w]*)([A-Za-z]{3,})([^\w]*)")   # punctuation around one alphabetic word
 PACK_BOOST = 10 ** 9     # the pack's own words outrank every English word as a correction
+# Chat shorthand, read as the words it stands for before any correction: one edit would make "accnt"
+# "accent" and leaves "pls" or "wk" (too short) as they are.
+SHORTHAND = {
+    "acct": "account", "accnt": "account", "acount": "account", "pls": "please", "plz": "please",
+    "thx": "thanks", "thanx": "thanks", "ty": "thank you", "wk": "week", "wks": "weeks", "yr": "year",
+    "yrs": "years", "hr": "hour", "hrs": "hours", "min": "minute", "mins": "minutes", "msg": "message",
+    "pwd": "password", "pw": "password", "addr": "address", "bc": "because", "cuz": "because",
+    "coz": "because", "tmrw": "tomorrow", "tmr": "tomorrow", "ppl": "people", "smth": "something",
+    "ur": "your", "u": "you", "b4": "before", "idk": "I don't know", "rn": "right now", "abt": "about",
+    "qty": "quantity", "approx": "approximately", "dept": "department", "w/": "with", "w/o": "without",
+    "dunno": "don't know", "wanna": "want to", "gonna": "going to", "gotta": "have to", "lemme": "let me",
+}
+_SHORT_WORD = re.compile(r"([^\w/]*)([\w/]+)([^\w/]*)")
 ENGLISH = "frequency_dictionary_en_82_765.txt"
 
 
@@ -48,6 +62,10 @@ class SpellingCorrector:
 
         out = []
         for token in _TOKEN.split(text):
+            short = _SHORT_WORD.fullmatch(token)
+            if short is not None and short.group(2).lower() in SHORTHAND:
+                out.append(short.group(1) + SHORTHAND[short.group(2).lower()] + short.group(3))
+                continue
             match = _PLAIN_WORD.fullmatch(token)
             if match is not None and match.group(2).lower() not in self._known:
                 found = self._sym.lookup(match.group(2).lower(), Verbosity.TOP, max_edit_distance=1)

@@ -37,6 +37,13 @@ def test_numbers_addresses_and_short_words_stay_as_written(corrector):
     assert corrector.correct("") == "" and corrector.correct("  two  spaces ") == "  two  spaces "
 
 
+def test_chat_shorthand_is_read_as_its_words(corrector):
+    assert corrector.correct("my accnt is locked, pls help!") == "my account is locked, please help!"
+    assert corrector.correct("Returned it last WK, thx") == "Returned it last week, thanks"
+    assert corrector.correct("can u ship w/ tracking (b4 friday)?") == "can you ship with tracking (before friday)?"
+    assert corrector.correct("user@acct.com pwd123 HC-104266") == "user@acct.com pwd123 HC-104266"
+
+
 def test_one_corrector_per_pack_and_none_without_the_library(tmp_path, monkeypatch):
     pack = tmp_path / "faq.jsonl"
     pack.write_text('{"question": "Is the Zapbook waterproof?"}\n')
