@@ -251,14 +251,19 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if signals.same_entry and not signals.order_ref and not state.flow and not (confident and intent in control):
         return Decision("answer_faq", intent, [signals.same_entry], reason="a follow-up on the answer just given")
     # "one that mops too?", "does it need the internet?" right after products were shown: about those
-    # products or a narrower search for them, which nothing above answered; not a new, unknown topic.
+    # products or a narrower search for them, which nothing above answered; not a new, unknown topic
+    # (a sure FAQ topic, "can you set it up for me?", goes on to the FAQ's near answers).
     if signals.about_products and not signals.order_ref and not state.flow \
-            and not (confident and intent in small_talk | out_of_scope):
+            and not (confident and (intent in small_talk | out_of_scope or faq_category(intent))):
         return Decision("recommend", intent, reason=ABOUT_SHOWN_PRODUCTS)
     if confident and intent in out_of_scope:
         return Decision("out_of_scope", intent)
     # Not a flow turn, no FAQ answer, and unlike anything we were trained on: say so honestly.
-    if signals.out_of_scope and not signals.order_ref and not signals.shopping \
+    # ... unless one FAQ answer stands far ahead of the rest, nearly certain ("my accnt is blocked after
+    # too many pasword tries, how long till I get back in"): typos make a message look unfamiliar.
+    clear_lead = top is not None and top.score >= th.faq - th.near_faq \
+        and (len(faq_hits) < 2 or top.score - faq_hits[1].score >= CLEAR_LEAD)
+    if signals.out_of_scope and not signals.order_ref and not signals.shopping and not clear_lead \
             and not (confident and intent in small_talk | control):
         return Decision("out_of_scope", intent, reason="the out-of-scope detector flagged it")
     # "need a laptop for notes, can't spend more than $500": the NLU is unsure but ranks a product

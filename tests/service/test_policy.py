@@ -426,3 +426,25 @@ def test_an_address_question_without_a_change_is_answered(text, flow):
     near = [H("faq_ship_07", 0.56, {"category": "shipping"})]
     d = decide(text, SessionState("s"), nlu("change_address", 0.86), near, TH, flows_available=True)
     assert (d.flow is not None) is flow and (flow or d.faq_ids == ["faq_ship_07"])
+
+
+def test_the_out_of_scope_detector_yields_to_one_faq_answer_far_ahead_of_the_rest():
+    from service.policy import Signals
+    flagged = Signals(out_of_scope=True, oos_score=0.9)
+    typed = "i just got told my accnt is blocked after i typed the pasword wrong, how long til i can get back in"
+    ahead = [H("faq_acc_05", 0.55), H("faq_ret_01", 0.38)]
+    d = decide(typed, SessionState("s"), nlu("out_of_scope", 0.28), ahead, TH, signals=flagged)
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_acc_05"]
+    # Two close candidates, or nothing near: the detector decides.
+    close = [H("faq_acc_05", 0.55), H("faq_ret_01", 0.50)]
+    assert decide(typed, SessionState("s"), nlu("out_of_scope", 0.28), close, TH, signals=flagged).action == "out_of_scope"
+    assert decide("what's the weather in Paris", SessionState("s"), nlu("out_of_scope", 0.28), [H("faq_ship_01", 0.3)],
+                  TH, signals=flagged).action == "out_of_scope"
+
+
+def test_a_sure_faq_topic_after_products_goes_to_the_faq():
+    from service.policy import Signals
+    d = decide("can u set it up for me", SessionState("s"), nlu("faq_installation", 0.55),
+               [H("faq_inst_05", 0.55, {"category": "installation"}), H("faq_inst_01", 0.40)], TH,
+               signals=Signals(about_products=True))
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_inst_05"]
