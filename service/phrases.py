@@ -110,7 +110,8 @@ TAX_ADVICE = re.compile(r"\b(file|filing|do|doing) (my |our )?tax(es| return)\b|
                         r"\bclaim\b[^.?!]{0,30}\bon (my|our) tax(es)?\b", re.I)
 
 # "Bought a stand mixer from you and now it's $50 cheaper": about a purchase made, not a shopping request.
-ALREADY_BOUGHT = re.compile(r"\b(bought|purchased)\b|\b(i|we)( just| already)? (ordered|got)\b", re.I)
+ALREADY_BOUGHT = re.compile(r"\b(bought|purchased)\b|\b(i|we)( just| already)? (ordered|got)\b|"
+                            r"\bordered (a|an|the|some|my|two|three|\d)\b", re.I)
 
 # A shopping question: whether the store sells something, or what the customer is after. Counts only
 # with a catalogue cue (a category, brand or price bound, see retrieval/filters.py).

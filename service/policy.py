@@ -183,7 +183,12 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # the FAQ answers on the same topic is answered, not taken for a new service request.
     if signals.follow_up and not signals.order_ref and not state.flow and top is not None and top.score >= th.faq \
             and not signals.asks_human and not (confident and intent in small_talk):
-        return Decision("answer_faq", intent, [top.id], reason="a follow-up the FAQ answers")
+        # Read with the message before, the NLU is sure of the topic ("and how many days until I see it?"
+        # after a refund answer is about refunds): the best answer above the threshold within it.
+        in_topic = [h for h in faq_hits[:3] if confident and faq_category(intent)
+                    and h.meta.get("category") == faq_category(intent) and h.score >= th.faq]
+        chosen = in_topic[0] if in_topic else top
+        return Decision("answer_faq", intent, [chosen.id], reason="a follow-up the FAQ answers")
 
     if flows_available:
         resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12

@@ -41,6 +41,7 @@ SHORTHAND = {
     "qty": "quantity", "approx": "approximately", "dept": "department", "w/": "with", "w/o": "without",
     "dunno": "don't know", "wanna": "want to", "gonna": "going to", "gotta": "have to", "lemme": "let me",
 }
+_STRETCHED = re.compile(r"([a-z])\1{2,}")   # a letter three times or more: "hiii", "sooo"
 _SHORT_WORD = re.compile(r"([^\w/]*)([\w/]+)([^\w/]*)")
 ENGLISH = "frequency_dictionary_en_82_765.txt"
 
@@ -67,12 +68,24 @@ class SpellingCorrector:
                 out.append(short.group(1) + SHORTHAND[short.group(2).lower()] + short.group(3))
                 continue
             match = _PLAIN_WORD.fullmatch(token)
-            if match is not None and match.group(2).lower() not in self._known:
-                found = self._sym.lookup(match.group(2).lower(), Verbosity.TOP, max_edit_distance=1)
+            # A word of one repeated letter ("aaa" batteries, "zzz") is as meant.
+            if match is not None and match.group(2).lower() not in self._known and len(set(match.group(2).lower())) > 1:
+                word = self._unstretched(match.group(2).lower())
+                found = [word] if word in self._known else \
+                    [f.term for f in self._sym.lookup(word, Verbosity.TOP, max_edit_distance=1)]
                 if found:
-                    token = match.group(1) + found[0].term + match.group(3)
+                    token = match.group(1) + found[0] + match.group(3)
             out.append(token)
         return "".join(out)
+
+
+    def _unstretched(self, word: str) -> str:
+        """"hiii" -> "hi", "pleeeease" -> "please": a letter typed three times or more counts twice, then
+        once when that is still no word."""
+        if not _STRETCHED.search(word):
+            return word
+        twice = _STRETCHED.sub(r"\1\1", word)
+        return twice if twice in self._known else _STRETCHED.sub(r"\1", word)
 
 
 def pack_vocabulary(paths: Iterable[Path]) -> set[str]:

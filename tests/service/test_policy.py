@@ -448,3 +448,25 @@ def test_a_sure_faq_topic_after_products_goes_to_the_faq():
                [H("faq_inst_05", 0.55, {"category": "installation"}), H("faq_inst_01", 0.40)], TH,
                signals=Signals(about_products=True))
     assert d.action == "answer_faq" and d.faq_ids == ["faq_inst_05"]
+
+
+def test_a_follow_up_sure_of_its_topic_takes_the_best_answer_within_it():
+    from service.policy import Signals
+    hits = [H("faq_ret_01", 0.86, {"category": "returns"}), H("faq_ship_02", 0.81, {"category": "shipping"}),
+            H("faq_ref_01", 0.76, {"category": "refunds"})]
+    d = decide("and how many days until I see it?", SessionState("s"), nlu("faq_refunds", 0.97), hits, TH,
+               signals=Signals(follow_up=True))
+    assert d.faq_ids == ["faq_ref_01"]
+    # Unsure of the topic, or the in-topic answer below the threshold: the best answer.
+    assert decide("and how many days?", SessionState("s"), nlu("faq_refunds", 0.4), hits, TH,
+                  signals=Signals(follow_up=True)).faq_ids == ["faq_ret_01"]
+    low = hits[:2] + [H("faq_ref_01", 0.55, {"category": "refunds"})]
+    assert decide("and how many days?", SessionState("s"), nlu("faq_refunds", 0.97), low, TH,
+                  signals=Signals(follow_up=True)).faq_ids == ["faq_ret_01"]
+
+
+@pytest.mark.parametrize("text", ["where's my stuff?? ordered a mouse and a desk mat a few days ago",
+                                  "Bought a stand mixer from you and now it's cheaper"])
+def test_a_purchase_already_made_reads_as_one(text):
+    from service.phrases import ALREADY_BOUGHT
+    assert ALREADY_BOUGHT.search(text)

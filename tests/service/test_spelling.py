@@ -44,6 +44,11 @@ def test_chat_shorthand_is_read_as_its_words(corrector):
     assert corrector.correct("user@acct.com pwd123 HC-104266") == "user@acct.com pwd123 HC-104266"
 
 
+def test_stretched_words_are_read_as_meant_and_single_letter_runs_stay(corrector):
+    assert corrector.correct("hiii, sooo slow, pleeeease help") == "hi, so slow, please help"
+    assert corrector.correct("AAA batteries, zzz") == "AAA batteries, zzz"
+
+
 def test_one_corrector_per_pack_and_none_without_the_library(tmp_path, monkeypatch):
     pack = tmp_path / "faq.jsonl"
     pack.write_text('{"question": "Is the Zapbook waterproof?"}\n')
