@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from core.atomic import atomic_write_json
 from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
 from core.config import Config
+from core.datafiles import INDEX_FILES, training_file_hashes
 from core.errors import ArtifactError, DataError
 from core.jsonl import read_jsonl
 from retrieval.faq import FaqIndex, calibrate_faq_threshold
@@ -98,6 +99,7 @@ def build_indexes(config: Config, encoder: str | None = None, embedder: "Embedde
         "encoder_fingerprint": embedder.fingerprint,
         "encoder": embedder.name,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data_files": training_file_hashes(config, INDEX_FILES),   # what it was built from (training.pipeline)
         "faq_vectors": len(faq_index.index),
         "products": len(recommender.index),
         "stats": calibration.to_dict(),

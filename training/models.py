@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Sequence
 from core.atomic import atomic_write_json, atomic_write_text, share_like_umask, temp_dir_beside
 from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
 from core.config import Config
+from core.datafiles import INDEX_FILES, file_sha256, training_file_hashes
 from core.errors import ArtifactError, ConfigError
 from core.layout import VERSION_FILE, ArtifactLayout, is_version_name
 from evaluation.gate import fmt_cell
@@ -85,15 +86,7 @@ class Version:
 
 
 # ---------------------------------------------------------------------------------- data hash
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def folder_hash(folder: Path, digest: Callable[[Path], str] = _file_sha256) -> str:
+def folder_hash(folder: Path, digest: Callable[[Path], str] = file_sha256) -> str:
     """sha256 over every file of a model folder (names and `digest` of the contents): the encoder's
     fingerprint alone misses a retrained head or a changed label map."""
     h = hashlib.sha256()
@@ -123,7 +116,7 @@ def _index_file_digest(path: Path) -> str:
             return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
         except (OSError, ValueError):
             pass   # hashed as bytes
-    return _file_sha256(path)
+    return file_sha256(path)
 
 
 def indexes_hash(folder: Path) -> str:
@@ -136,12 +129,8 @@ def indexes_hash(folder: Path) -> str:
 def data_fingerprint(config: Config, store: Any = None) -> dict[str, Any]:
     """What the build learned from: the training files (intents, FAQ, products; never the held-out
     ones) and the operators' corrections in the store. {"hash", "files": {name: sha256}, "corrections": n}."""
-    files = {}
-    # the training dialogs: the FAQ fusion (and learned cut-offs) learn from them
-    for name in ("intents", "faq", "products", "train_dialogs", "written_train_dialogs"):
-        path = getattr(config.data, name, None)
-        if path is not None and Path(path).is_file():
-            files[name] = _file_sha256(Path(path))
+    # the training dialogs too: the FAQ fusion (and learned cut-offs) learn from them
+    files = training_file_hashes(config, INDEX_FILES)
     corrections: list[dict[str, Any]] = []
     if store is not None and hasattr(store, "corrections"):
         corrections = [{"id": c.get("id"), "kind": c.get("kind"), "payload": c.get("payload")}

@@ -6,12 +6,15 @@ Each step runs only when its output is missing or out of date (or with `--force`
 
 | step     | runs when                                                                     | writes |
 |----------|-------------------------------------------------------------------------------|--------|
-| train    | no teacher                                                                    | `<artifacts>/teacher/` |
+| train    | no teacher, or its training files (intents, FAQ, training dialogs) changed since | `<artifacts>/teacher/` |
 | distill  | no student, or the student was distilled from another teacher                  | `<artifacts>/student/` |
 | compress | no served model, or it was compressed from another student                    | `<artifacts>/served/` |
-| index    | the FAQ/product indexes are missing or were built by another encoder (or, with `policy.decisions: learned`, the fitted cut-offs are) | `<artifacts>/indexes/` (+ `decisions.json`) |
+| index    | the FAQ/product indexes are missing, were built by another encoder or from other data (FAQ, catalogue, intents, training dialogs; or, with `policy.decisions: learned`, the fitted cut-offs are) | `<artifacts>/indexes/` (+ `decisions.json`) |
 | evaluate | no report for the served model yet                                           | `<artifacts>/reports/` |
 
+The files a step learned from are compared by content (core/datafiles.py), so an operator who adds
+FAQ wordings or training conversations and runs the pipeline gets a new build, not the old one
+registered again. (Builds from before that record are taken as they are: run with `--force`.)
 A forced step makes every later step of the run out of date. Training and distillation run in
 this process, on one process (the app's first run uses `run_pipeline`); for several processes or
 GPUs run them with `accelerate launch` first: the pipeline then finds them done.
@@ -39,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 from core.cli import add_config_arguments, config_from_args, run_cli, setup_logging
 from core.config import PIPELINE_STEPS, Config
+from core.datafiles import INDEX_FILES, TEACHER_FILES, changed_since
 from core.errors import ArtifactError, ConfigError
 from runtime.folder import read_model_meta
 from runtime.loading import is_made_from
@@ -85,7 +89,12 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
     layout = config.layout
     teacher, student, served = _meta(layout.teacher), _meta(layout.student), _meta(layout.served)
     if step == "train":
-        return (teacher is not None, "teacher present" if teacher else "no teacher model")
+        if teacher is None:
+            return False, "no teacher model"
+        changed = changed_since((teacher.get("training") or {}).get("data_files"), config, TEACHER_FILES)
+        if changed:
+            return False, f"the training data changed since the teacher was trained ({', '.join(changed)})"
+        return True, "teacher present"
     if step == "distill":
         if student is None:
             return False, "no student model"
@@ -109,9 +118,12 @@ def step_status(config: Config, step: str) -> tuple[bool, str]:
         from retrieval.build import load_calibration
 
         try:
-            load_calibration(config, fingerprint)
+            calibration = load_calibration(config, fingerprint)
         except ArtifactError as exc:
             return False, str(exc).split(";")[0]
+        changed = changed_since(calibration.get("data_files"), config, INDEX_FILES)
+        if changed:
+            return False, f"the data changed since the indexes were built ({', '.join(changed)})"
         missing = [k for k in ("faq", "products") if not (layout.indexes / k).is_dir()]
         if missing:
             return False, f"missing index(es): {', '.join(missing)}"

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from core.cli import add_config_arguments, config_from_args, run_cli
 from core.config import Config
+from core.datafiles import TEACHER_FILES, training_file_hashes
 from core.errors import ConfigError
 from core.layout import TEACHER
 from training.loop import Loop, Objective, RunOptions, Task, add_run_arguments
@@ -306,6 +307,7 @@ def train(config: Config, options: TrainOptions | None = None) -> dict[str, Any]
         meta={"contrastive_pairs": len(pair_ds) if pair_ds is not None else 0,
               "intents_file": str(intents_source), "faq_file": str(data.faq), "corrections": data.corrections,
               "corrections_weight": data.weight, "data_sha256": data.digest,
+              "data_files": training_file_hashes(config, TEACHER_FILES),
               "init_from": str(init_dir) if init_dir else None, "augmented_rows": augmented},
         results={"head_init_seconds": round(head_init_seconds, 2)},
     )

@@ -13,10 +13,15 @@ from core.config import PROJECT_ROOT, load_config
 from training import pipeline
 
 
-def write_tiny_demo_config(folder: Path, encoder_dir: Path) -> Path:
-    """configs/demo.yaml with absolute data paths, artifacts under `folder` and a tiny encoder."""
+def write_tiny_demo_config(folder: Path, encoder_dir: Path, copied: tuple[str, ...] = ()) -> Path:
+    """configs/demo.yaml with absolute data paths, artifacts under `folder` and a tiny encoder; the
+    `copied` data files (config keys) are copies in `folder`, free to change."""
     raw = yaml.safe_load((PROJECT_ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8"))
     raw["data"] = {k: str((PROJECT_ROOT / "configs" / v).resolve()) for k, v in raw["data"].items() if v}
+    for key in copied:
+        copy = folder / Path(raw["data"][key]).name
+        copy.write_bytes(Path(raw["data"][key]).read_bytes())
+        raw["data"][key] = str(copy)
     raw["artifacts_dir"] = str(folder / "artifacts")
     raw["encoder"] = {**raw.get("encoder", {}), "name": str(encoder_dir), "max_length": 32}
     raw["training"] = {**(raw.get("training") or {}), "batch_size": 16, "eval_batch_size": 128, "log_every": 2,
@@ -30,7 +35,7 @@ def write_tiny_demo_config(folder: Path, encoder_dir: Path) -> Path:
 
 
 def test_pipeline_builds_everything_and_the_app_serves_the_compressed_student(tmp_path, tiny_encoder_dir):
-    config = load_config(write_tiny_demo_config(tmp_path, tiny_encoder_dir))
+    config = load_config(write_tiny_demo_config(tmp_path, tiny_encoder_dir, copied=("faq", "products")))
     seen: list[tuple[str, str]] = []
     result = pipeline.run_pipeline(config, max_steps=3, on_step=lambda i, n, step, msg: seen.append((step, msg)))
     assert [s for s, _ in seen] == list(pipeline.STEPS)
@@ -66,6 +71,20 @@ def test_pipeline_builds_everything_and_the_app_serves_the_compressed_student(tm
     # evaluation is current exactly when the served model's fingerprint is the one it evaluated
     served_fp = json.loads((art / "served" / "attendant.json").read_text())["fingerprint"]
     assert pipeline.step_status(config, "evaluate")[0] is (served_fp == served_meta["fingerprint"])
+
+    # Changed data is not up to date: a new catalogue needs new indexes (the teacher never read it),
+    # a new FAQ wording a new teacher too.
+    with open(config.data.products, "a", encoding="utf-8") as fh:
+        fh.write("\n")
+    assert pipeline.step_status(config, "train")[0] is True
+    fresh, why = pipeline.step_status(config, "index")
+    assert fresh is False and "products" in why
+    faq = config.data.faq.read_text(encoding="utf-8").splitlines()
+    first = json.loads(faq[0])
+    first["paraphrases"].append("a wording added by the operator")
+    config.data.faq.write_text("\n".join([json.dumps(first)] + faq[1:]) + "\n", encoding="utf-8")
+    fresh, why = pipeline.step_status(config, "train")
+    assert fresh is False and "faq" in why
 
 
 def test_pipeline_cli_help_and_one_line_errors(tmp_path, tiny_encoder_dir, capsys):
