@@ -260,6 +260,7 @@ def _attach_fusion(config: Config, faq_index: FaqIndex, calibration: dict[str, A
         raise ArtifactError(f"{config.index_dir / CALIBRATION_FILE} has no threshold calibrated for the FAQ fusion "
                             f"model {path.name}; rebuild both with: {hint}")
     faq_index.fusion = model
+    faq_index.prepare_wordings()
     calibration["faq_threshold"] = float(fused["faq_threshold"])
     calibration["faq_score"] = "fused"
 

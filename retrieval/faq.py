@@ -149,16 +149,21 @@ class FaqIndex:
             vectors = embedder.encode([m["text"] for _, m in entries])
         return entries, vectors
 
-    def wording_similarities(self, vector: Any, faq_ids: Sequence[str],
-                             exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, tuple[np.ndarray, float]]:
-        """Per FAQ: the cosine of the query with each of its wordings (those in `exclude` left out), and with
-        the FAQ's centroid (the mean of those wordings). The fusion reads how a FAQ matches as a whole,
-        not only through its single best wording."""
+    def prepare_wordings(self) -> None:
+        """Group the wordings' vectors by FAQ once (the fusion reads them on every search): done when the
+        fusion is attached, so the first customer turn does not pay for it."""
         if self._vectors_by_faq is None:
             by_faq: dict[str, list[str]] = {}
             for eid, m in self.index.items():
                 by_faq.setdefault(str(m.get("faq_id")), []).append(eid)
             self._vectors_by_faq = {fid: (eids, self.index.reconstruct(eids)) for fid, eids in by_faq.items()}
+
+    def wording_similarities(self, vector: Any, faq_ids: Sequence[str],
+                             exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, tuple[np.ndarray, float]]:
+        """Per FAQ: the cosine of the query with each of its wordings (those in `exclude` left out), and with
+        the FAQ's centroid (the mean of those wordings). The fusion reads how a FAQ matches as a whole,
+        not only through its single best wording."""
+        self.prepare_wordings()
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         out = {}
