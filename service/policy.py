@@ -155,7 +155,7 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # Frustration in the answer a running flow asked for ("like I said it's dead") is the answer.
     upset = intent in handoff_intents and _mass(nlu, handoff_intents) >= th.intent \
         and not (flows_available and _answers_running_flow(text, state, nlu, domain))
-    asks_person = signals.asks_human or intent == "human_request"
+    asks_person = signals.asks_human or (upset and intent == "human_request")
     # "my Visa keeps getting rejected at checkout, what is going on?", "the parcel came smashed up": a
     # problem the FAQ answers with certainty, told without exasperation, gets that answer (the customer
     # can still ask for a person); "I'm so fed up" or a request for a person still goes to one.

@@ -470,3 +470,9 @@ def test_a_follow_up_sure_of_its_topic_takes_the_best_answer_within_it():
 def test_a_purchase_already_made_reads_as_one(text):
     from service.phrases import ALREADY_BOUGHT
     assert ALREADY_BOUGHT.search(text)
+
+
+def test_a_human_request_reading_of_the_answer_a_running_flow_asked_for_is_the_answer():
+    in_flow = SessionState("s", flow={"name": "order_status", "slots": {"order_id": "HC-104302"}})
+    d = decide("HC-104302 daniel.reyes@example.org", in_flow, nlu("human_request", 0.7), [], TH, flows_available=True)
+    assert d.action != "handoff"
