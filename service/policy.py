@@ -204,7 +204,8 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         # money back?" (after the request was made): questions about the policy, not a request to start
         # that flow; so is "can you ship to an APO address?", an address question with no change in it.
         # The FAQ answers them when it nearly can.
-        asks_policy = bool(BEFORE_BUYING.search(text)) or bool(intent in ALREADY_DONE and ALREADY_DONE[intent].search(text)) \
+        asks_policy = bool(BEFORE_BUYING.search(text)) \
+            or bool(intent in ALREADY_DONE and ALREADY_DONE[intent].search(text)) \
             or (intent == "change_address" and not CHANGES_SOMETHING.search(text))
         if asks_policy and not state.flow and not signals.order_ref and not resume \
                 and top is not None and top.score >= th.faq - th.near_faq:
