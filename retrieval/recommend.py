@@ -209,6 +209,10 @@ class Recommender:
         return [Suggestion(self.products[pid], float(score), recommend_reason(self.products[pid], words, f, asked, steps), list(steps))
                 for score, pid in scored[:k]]
 
+    def names_another_kind(self, text: str, shown: Sequence[str]) -> bool:
+        """The message names a product category none of the `shown` products is in ("what about laptops?")."""
+        return _another_kind(self.parse(text), [self.products[i] for i in shown if i in self.products])
+
     def follow_up(self, text: str, shown: Sequence[str], k: int = 5,
                   asked_before: str = "") -> tuple[str, list[Suggestion]] | None:
         """A shopping follow-up over the products just shown, else None (then search as usual):
@@ -223,7 +227,7 @@ class Recommender:
         if not shown_products:
             return None
         asked = self.parse(text)
-        if asked.category is not None and all(p.get("category") != asked.category for p in shown_products):
+        if _another_kind(asked, shown_products):
             return None                       # "which one is the cheapest laptop" after TVs: a new search
         words = query_words(text)
         superlative = find_superlative(text)
@@ -319,3 +323,7 @@ def _relax_applies(f: Filters, step: str) -> bool:
             "drop_brand": f.brand is not None,
             "drop_price": f.min_price is not None or f.max_price is not None,
             "drop_category": f.category is not None}[step]
+
+
+def _another_kind(asked: Filters, shown_products: Sequence[dict]) -> bool:
+    return asked.category is not None and all(p.get("category") != asked.category for p in shown_products)

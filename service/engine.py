@@ -159,8 +159,6 @@ class Assistant:
         signals.about_products = follows_products(state, text)
         decision = decide(text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)
-        if signals.about_products:
-            decision.extra["follows_products"] = True
         t = lap("policy", t)
         reply = self._act(decision, state, text, nlu, faq_hits)
         lap("action", t)
@@ -240,7 +238,7 @@ class Assistant:
         if d.action == "clarify":
             return self._clarify(d.faq_ids, faq_hits, state, base)
         if d.action == "recommend":
-            return self._recommend(text, nlu, state, base, narrows=bool(d.extra.get("follows_products")))
+            return self._recommend(text, nlu, state, base)
         if d.action == "compare":
             return self._compare(d.extra["products"], state, base)
         if d.action == "small_talk":
@@ -270,10 +268,10 @@ class Assistant:
                      sources=[Source(i, r["question"], round(float(s), 4)) for i, (r, s) in zip(faq_ids, records)],
                      **base)
 
-    def _recommend(self, text: str, nlu: NLUResult, state: SessionState, base: dict, narrows: bool = False) -> Reply:
-        """Products for the message; `narrows`: it follows the products just shown ("one that mops too?"),
-        so a new search reads it together with the request that showed them, unless it names another
-        kind of product ("what about laptops?")."""
+    def _recommend(self, text: str, nlu: NLUResult, state: SessionState, base: dict) -> Reply:
+        """Products for the message. One that follows the products just shown ("one that mops too?") is
+        searched together with the request that showed them, unless it names another kind of product
+        ("what about laptops?")."""
         product_id = _PRODUCT_ID.search(text)
         if product_id and _SIMILAR.search(text):
             suggestions = self.recommender.similar(product_id.group(0).upper(), k=self.top_k)
@@ -294,7 +292,9 @@ class Assistant:
                 if not suggestions:
                     return Reply("I couldn't find anything cheaper of that kind than what I showed you.",
                                  action="recommend", **base)
-            elif narrows and asked_before and not self._names_another_kind(text, state.last_products):
+            elif asked_before and follows_products(state, text) and not (
+                    hasattr(self.recommender, "names_another_kind")
+                    and self.recommender.names_another_kind(text, state.last_products)):
                 request = f"{asked_before} {text}"
                 suggestions = self.recommender.recommend(request, self.nlu.parse(request).embedding, k=self.top_k)
                 intro = "Here are some products that match what you're looking for:"
@@ -310,12 +310,6 @@ class Assistant:
         state.last_products = [c.id for c in cards]
         lines = [f"- {c.title} (${c.price:,.2f}): {c.reason}" for c in cards]
         return Reply(intro + "\n" + "\n".join(lines), action="recommend", products=cards, **base)
-
-    def _names_another_kind(self, text: str, shown: list[str]) -> bool:
-        """The message names a product category none of the `shown` products is in ("what about laptops?")."""
-        parse, products = getattr(self.recommender, "parse", None), getattr(self.recommender, "products", {})
-        category = parse(text).category if parse is not None else None
-        return category is not None and all(products.get(i, {}).get("category") != category for i in shown)
 
     def _compare(self, product_ids: list[str], state: SessionState, base: dict) -> Reply:
         products = [self.recommender.products[i] for i in product_ids]
