@@ -156,6 +156,8 @@ class Assistant:
         signals = self._signals(text, nlu, state)
         signals.follow_up = context is not None
         signals.same_entry = same_entry(context, with_context, self.thresholds.faq)
+        if signals.same_entry:
+            signals.same_entry_topic = with_context[0].meta.get("category")
         signals.about_products = follows_products(state, text)
         decision = decide(text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)

@@ -58,6 +58,7 @@ class Signals:
     compare: tuple[str, ...] = ()  # the products a comparison request names ("A vs B"), two or more
     follow_up: bool = False       # reads as a follow-up to the FAQ answer just given (service/context.py)
     same_entry: str | None = None  # that follow-up, read with its previous message, asks the same entry again
+    same_entry_topic: str | None = None  # that entry's category
     about_products: bool = False  # reads as a follow-up to the products just shown ("one that mops too?")
 
 
@@ -187,8 +188,15 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         # after a refund answer is about refunds): the best answer above the threshold within it.
         in_topic = [h for h in faq_hits[:3] if confident and faq_category(intent)
                     and h.meta.get("category") == faq_category(intent) and h.score >= th.faq]
-        chosen = in_topic[0] if in_topic else top
-        return Decision("answer_faq", intent, [chosen.id], reason="a follow-up the FAQ answers")
+        if in_topic:
+            return Decision("answer_faq", intent, [in_topic[0].id], reason="a follow-up the FAQ answers")
+        # "for how long?" after the chat-transcripts answer: nothing on the topic answers it anew, and
+        # read with its previous message it asks that entry again; the answer holds it ("kept 90 days").
+        # The best hit lies on another topic, one the NLU does not vouch for.
+        if signals.same_entry and top.meta.get("category") != signals.same_entry_topic \
+                and not (confident and faq_category(intent) == top.meta.get("category")):
+            return Decision("answer_faq", intent, [signals.same_entry], reason="a follow-up on the answer just given")
+        return Decision("answer_faq", intent, [top.id], reason="a follow-up the FAQ answers")
 
     if flows_available:
         resume = bool(state.suspended_flows) and bool(RESUME.search(text)) and len(text.split()) <= 12
@@ -291,7 +299,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         return Decision("clarify", intent, cands, reason="no FAQ answer was certain enough")
     # One FAQ entry far ahead of every other, a little further below the threshold ("do u guys do that
     # pay over time thing"): with nothing near it, it is the answer rather than "please rephrase".
-    if top is not None and faq_category(intent) and top.score >= th.faq - 2 * th.near_faq \
+    # When the NLU is sure of that entry's topic, a little further still ("I've no idea how to get the
+    # thermostat and the plugs working, can anyone help?" is the smart-home setup entry, 0.27 ahead).
+    reach = 3 * th.near_faq if confident and top is not None and \
+        faq_category(intent) == top.meta.get("category") else 2 * th.near_faq
+    if top is not None and faq_category(intent) and top.score >= th.faq - reach \
             and (len(faq_hits) < 2 or top.score - faq_hits[1].score >= CLEAR_LEAD):
         return Decision("answer_faq", intent, [top.id], reason="one FAQ answer far ahead of the others")
     if confident and faq_category(intent) and top is not None:

@@ -17,6 +17,11 @@ def test_a_bare_question_of_a_few_words_is_a_follow_up():
     assert follow_up_context(AFTER_FAQ, "how much?") is not None
     assert follow_up_context(AFTER_FAQ, "why not") is not None
     assert follow_up_context(AFTER_FAQ, "how much is express shipping to Canada") is None   # a question of its own
+    # led by a preposition, or by "ok" before the question word
+    assert follow_up_context(AFTER_FAQ, "for how long?") is not None
+    assert follow_up_context(AFTER_FAQ, "by when?") is not None
+    assert follow_up_context(AFTER_FAQ, "ok how long do i wait before i tell u") is not None
+    assert follow_up_context(AFTER_FAQ, "for my nephew, do you have gaming laptops") is None
 
 
 def test_the_same_entry_only_when_the_context_reading_finds_it_first_and_certainly():

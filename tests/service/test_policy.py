@@ -105,6 +105,28 @@ def test_a_follow_up_asking_the_answered_entry_again_is_answered_when_nothing_el
                   [H("faq_promo_05", 0.32)], TH, signals=Signals(follow_up=True)).action == "fallback"
 
 
+def test_a_follow_up_whose_best_hit_is_on_another_topic_gets_the_entry_just_answered():
+    from service.policy import Signals
+    # "for how long?" after the chat-transcripts answer: the best hit (delivery time) is on a topic the
+    # NLU does not vouch for; read with its previous message the follow-up asks the same entry again.
+    again = Signals(follow_up=True, same_entry="faq_priv_04", same_entry_topic="privacy")
+    off_topic = [H("faq_ship_02", 0.63, {"category": "shipping"}), H("faq_ret_01", 0.59, {"category": "returns"})]
+    d = decide("for how long?", SessionState("s"), nlu("faq_privacy", 0.98), off_topic, TH, signals=again)
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_priv_04"]
+    d = decide("for how long?", SessionState("s"), nlu("greeting", 0.2), off_topic, TH, signals=again)
+    assert d.faq_ids == ["faq_priv_04"]
+    # The NLU vouches for the best hit's topic ("and can I pay with paypal?"): the new answer.
+    d = decide("and can I pay with paypal?", SessionState("s"), nlu("faq_shipping", 0.9), off_topic, TH, signals=again)
+    assert d.faq_ids == ["faq_ship_02"]
+    # A best hit on the same topic as the entry just answered is a new answer on that topic.
+    same_topic = [H("faq_priv_05", 0.7, {"category": "privacy"})]
+    d = decide("can I get a copy?", SessionState("s"), nlu("faq_stock", 0.7), same_topic, TH, signals=again)
+    assert d.faq_ids == ["faq_priv_05"]
+    # Without the signal: the best hit, as before.
+    d = decide("for how long?", SessionState("s"), nlu("greeting", 0.2), off_topic, TH, signals=Signals(follow_up=True))
+    assert d.faq_ids == ["faq_ship_02"]
+
+
 def test_out_of_scope_is_honest():
     assert act("out_of_scope", [H("a", 0.2)]).action == "out_of_scope"
 
@@ -231,6 +253,7 @@ def test_do_you_sell_a_catalogue_item_recommends_unless_the_faq_is_vouched_for(t
      "order_status"),
     ("returned it two weeks ago, still no refund. HC-104176", "refund_status", "return_request"),
     ("I cancelled the foldable phone HC-104203 a while ago, where's my money", "refund_status", "cancel_order"),
+    ("did the money for the lamp I cancelled ever reach my card? HC-104203", "refund_status", "cancel_order"),
 ])
 def test_the_situation_decides_the_flow_over_the_nlu_and_single_cues(text, wanted, nlu_guess):
     from service.domain import default_domain
@@ -319,6 +342,7 @@ def test_an_unsure_nlu_with_a_product_search_runner_up_and_a_catalogue_cue_recom
                                   "how do I file my taxes as a freelancer this year",
                                   "I am self-employed. Can I write off the laptop I bought from you on my taxes?",
                                   "is a standing desk tax-deductible if I work from home",
+                                  "could I write the office chair I got from you off against my income taxes",
                                   "can I claim the printer on my taxes"])
 def test_another_shops_hours_or_support_and_tax_advice_are_out_of_scope(text):
     # Our store-hours or sales-tax FAQ shares words with them; only that shop or an adviser can answer.
@@ -340,6 +364,12 @@ def test_one_faq_far_ahead_of_the_others_is_answered_from_a_little_below_the_thr
     # The same score with a rival close behind, or far below: not an answer.
     assert act("faq_payments", [H("pay_02", 0.50), H("pay_01", 0.45)]).action == "fallback"
     assert act("faq_payments", [H("pay_02", 0.40), H("pay_01", 0.10)]).action == "fallback"
+    # ... unless the NLU is sure of that entry's own topic: a little further still.
+    sure = [H("pay_02", 0.40, {"category": "payments"}), H("pay_01", 0.10, {"category": "payments"})]
+    assert act("faq_payments", sure).action == "answer_faq"
+    assert act("faq_payments", sure, conf=0.4).action == "fallback"
+    assert act("faq_shipping", sure).action == "fallback"
+    assert act("faq_payments", [H("pay_02", 0.35, {"category": "payments"})]).action == "fallback"
 
 
 def test_a_follow_up_to_the_products_just_shown_recommends_when_nothing_else_answers_it():
@@ -367,6 +397,17 @@ def test_a_question_about_the_return_policy_is_answered_not_taken_for_a_return(t
     intent = "cancel_order" if "cancel" in text else "return_request"
     d = decide(text, SessionState("s"), nlu(intent, 0.55), near, TH, flows_available=True)
     assert d.action == "answer_faq" and d.faq_ids == ["faq_ret_01"]
+
+
+def test_a_refund_that_came_short_is_a_question_about_the_policy_not_a_status_request():
+    near = [H("faq_ref_03", 0.56, {"category": "refunds"})]
+    text = "Returned the toaster. The refund finally came but it's short by a few dollars, why?"
+    d = decide(text, SessionState("s"), nlu("refund_status", 0.9), near, TH, flows_available=True)
+    assert d.action == "answer_faq" and d.faq_ids == ["faq_ref_03"]
+    for asks in ("my refund hasn't arrived", "I haven't received my refund", "did my refund come through?",
+                 "has the refund arrived yet?"):
+        d = decide(asks, SessionState("s"), nlu("refund_status", 0.9), near, TH, flows_available=True)
+        assert d.action == "refund_status", asks
 
 
 def test_a_return_request_still_starts_the_return():
