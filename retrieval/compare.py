@@ -28,22 +28,23 @@ _ARTICLE = r"(?:the\s+|a\s+|an\s+|your\s+|my\s+)?"
 _END = r"\s*(?:models?|ones?|versions?)?\s*[?.!]*\s*$"
 # The mention spans of a comparison request; each pattern names them a and b.
 _PATTERNS = [re.compile(p, re.I) for p in (
-    rf"\b(?:difference|differences|differ)\s+(?:is\s+there\s+)?between\s+{_ARTICLE}(?P<a>.+?)\s+and\s+{_ARTICLE}(?P<b>.+?){_END}",
+    rf"\b(?:difference|differences|differ|different)\s+(?:is\s+there\s+)?between\s+{_ARTICLE}(?P<a>.+?)\s+and\s+{_ARTICLE}(?P<b>.+?){_END}",
     rf"\bcompare\s+{_ARTICLE}(?P<a>.+?)\s+(?:and|with|to|vs\.?|versus)\s+{_ARTICLE}(?P<b>.+?){_END}",
     rf"\bhow\s+(?:does|do|is)\s+{_ARTICLE}(?P<a>.+?)\s+(?:compare|different|differ)\s+(?:to|with|from)\s+{_ARTICLE}(?P<b>.+?){_END}",
-    rf"(?:^|\b(?:is|are)\s+){_ARTICLE}(?P<a>[^,;?]+?)\s+(?:vs\.?|versus|or)\s+{_ARTICLE}(?P<b>[^,;?]+?)\s*(?:[,;:-]\s*)?"
+    rf"(?:^(?:(?:is|are)\s+)?|\b(?:is|are)\s+){_ARTICLE}(?P<a>[^,;?]+?)\s+(?:vs\.?|versus|or)\s+{_ARTICLE}(?P<b>[^,;?]+?)\s*(?:[,;:-]\s*)?"
     rf"(?:which\s+(?:one\s+)?is\s+(?:better|best)|better)?{_END}",
     rf"\bwhich\s+(?:one\s+)?(?:is\s+better|should\s+i\s+(?:get|buy|choose|pick))\s*[,:]?\s+{_ARTICLE}(?P<a>.+?)\s+or\s+{_ARTICLE}(?P<b>.+?){_END}",
     rf"\bshould\s+i\s+(?:get|buy|choose|pick)\s+{_ARTICLE}(?P<a>.+?)\s+or\s+{_ARTICLE}(?P<b>.+?){_END}",
     rf"^(?P<a>.+?)\s+(?:vs\.?|versus)\s+(?P<b>.+?){_END}",
 )]
+_SENTENCE_END = re.compile(r"(?<=[?!])\s+|(?<=\.)\s+(?=[A-Z])")
 MAX_NAMESAKES = 3    # a mention's words may fit at most this many titles (then the closest fit decides)
 _REFERS_TO_SHOWN = re.compile(r"\b(?:them|these|those|the\s+(?:first\s+)?two|both|the\s+top\s+two)\b", re.I)
 # A superlative or "cheaper" over what was just shown: "which of those is the cheapest", "the lightest of them".
 _POINTS_BACK = re.compile(r"\b(?:of\s+(?:those|these|them|the\s+ones?)|which\s+(?:one|of)|them|these|those|"
                           r"the\s+ones?\s+(?:you|u)\s+(?:just\s+)?(?:showed|show|shown|suggested|listed|mentioned|recommended))\b", re.I)
 _CHEAPER = re.compile(r"\b(?:cheaper|less\s+expensive|lower[-\s]priced|more\s+affordable)\b(?!\s+than\s+\$?\s*\d)", re.I)
-_COMPARE_CUE = re.compile(r"\b(?:difference|differences|differ|compare|comparison|vs\.?|versus|which\s+(?:one\s+)?is\s+better)\b", re.I)
+_COMPARE_CUE = re.compile(r"\b(?:difference|differences|differ|different\s+between|compare|comparison|vs\.?|versus|which\s+(?:one\s+)?is\s+better)\b", re.I)
 
 # "cheapest", "most expensive": a strict order on one attribute (+1 the most, -1 the least first).
 SUPERLATIVES: dict[str, tuple[tuple[str, ...], int]] = {
@@ -107,8 +108,10 @@ def find_comparison(text: str, products: dict[str, dict], matcher: TitleMatcher 
     if len(ids) >= 2 and _COMPARE_CUE.search(text):
         return ids
     matcher = matcher or TitleMatcher.of(products)
+    # The request may be one sentence of several ("What's different between A and B? Is it worth $120?").
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
     for pattern in _PATTERNS:
-        m = pattern.search(text.strip())
+        m = next((m for part in dict.fromkeys([text.strip()] + sentences) if (m := pattern.search(part))), None)
         if not m:
             continue
         # The more specific mention first, then the other among the rest: in "Cirrus vs Cirrus Lite"

@@ -54,7 +54,15 @@ CANCELLED = re.compile(r"\b(i|we)( have|'ve)?( already)? cancell?ed\b|\balready 
                        r"\bcancell?ed (it|them|my|our|the)\b", re.I)
 # The service request each past-tense situation has already made: a message that says so asks about
 # what follows (the money), not for the request again.
-ALREADY_DONE: dict[str, re.Pattern] = {"return_request": SENT_BACK, "cancel_order": CANCELLED}
+# "Refund finally arrived but it's seven dollars short": the refund came; what is asked is why (the policy).
+# ("my refund hasn't arrived", "haven't received my refund", "did my refund come through?" ask for its status).
+_ASKING = "".join(f"(?<!{verb} {det} )" for verb in ("did", "has", "is", "was") for det in ("my", "the"))
+REFUND_CAME = re.compile(_ASKING + r"\b(refund|money)\b(?:(?!\b(?:not|never|yet|still)\b|n't)[^.?!]){0,30}?"
+                         r"\b(arrived|came|landed|showed up|went through)\b|"
+                         r"(?<!n't )(?<!not )(?<!never )(?<!yet )\b(got|received|gotten)\b[^.?!]{0,15}?\b(my|the|a) refund\b",
+                         re.I)
+ALREADY_DONE: dict[str, re.Pattern] = {"return_request": SENT_BACK, "cancel_order": CANCELLED,
+                                       "refund_status": REFUND_CAME}
 # Words that change something ("update where my order ships", "I moved", "I misspelled the street"):
 # an address message without any is a question about addresses ("do you ship to APO addresses?").
 CHANGES_SOMETHING = re.compile(r"\b(chang\w*|updat\w*|correct\w*|fix\w*|edit\w*|switch\w*|redirect\w*|wrong|"
@@ -71,7 +79,9 @@ NO_MONEY_YET = re.compile(r"\b(haven'?t|have not|hasn'?t|has not|didn'?t|did not
                           r"\bno (refund|money) yet\b|"
                           # "where's my money", "when do I get the money back": asks after money due
                           r"\bwhere('?s| is) (my|the) (money|refund|cash)\b|"
-                          r"\bwhen (do|will|can|would) (i|we) (get|see|receive)\b[^.?!]{0,25}?\b(money|refund|cash)\b", re.I)
+                          r"\bwhen (do|will|can|would) (i|we) (get|see|receive)\b[^.?!]{0,25}?\b(money|refund|cash)\b|"
+                          # "did the money for the sofa I cancelled ever go back to my card?"
+                          r"\b(did|has|have)\b[^.?!]{0,20}?\b(money|refund|cash)\b[^.?!]{0,40}?\b(ever|yet)\b", re.I)
 # "I just want my money back", "can I get a refund": asks for money not yet claimed ("my refund" presumes one).
 WANTS_MONEY_BACK = re.compile(r"\b(want|need|would like|'d like|demand|give me|get|have)\b[^.?!]{0,20}?"
                               r"\b(my money back|money back|a (full )?refund|refunded)\b", re.I)
@@ -106,7 +116,7 @@ PRICE_MATCH = re.compile(r"\b(match|matching|beat|cheaper|lower price|price)\b",
 # Personal tax filing and tax advice (the store answers only its own sales tax and exemptions).
 TAX_ADVICE = re.compile(r"\b(file|filing|do|doing) (my |our )?tax(es| return)\b|\btax return\b|\birs\b|"
                         r"\btax (advice|bracket|deduction)s?\b|\bdeduct\b[^.?!]{0,30}\btaxes\b|\btax[- ]deductible\b|"
-                        r"\b(write|writing) [\w ]{0,20}?off\b[^.?!]{0,40}\btax(es)?\b|"
+                        r"\b(write|writing) [\w ]{0,20}?off\b[^.?!]{0,60}\btax(es)?\b|\bincome tax(es)?\b|"
                         r"\bclaim\b[^.?!]{0,30}\bon (my|our) tax(es)?\b", re.I)
 
 # "Bought a stand mixer from you and now it's $50 cheaper": about a purchase made, not a shopping request.

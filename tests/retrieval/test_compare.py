@@ -35,6 +35,12 @@ def titles(text: str, shown=()) -> list[str]:
     ("should I get the Pellix 8 or the Pellix 8 Pro?", ["Pellix 8 Smartphone", "Pellix 8 Pro Smartphone"]),
     ("how does the Pixwell 43 compare to the Vantio 40", ['Pixwell 43" 4K UHD TV', 'Vantio 40" Full HD Smart TV']),
     ("compare P1001 and P1003", ['Lumora 32" HD Smart TV', 'Pixwell 43" 4K UHD TV']),
+    # one sentence of several, and "different between"
+    ("So what is different between the Northbay Cirrus and the Cirrus Lite? Worth paying more?",
+     ["Northbay Cirrus Noise-Cancelling Headphones", "Northbay Cirrus Lite Headphones"]),
+    # the opening "is" is not part of the first name
+    ("is the cirrus or the cirrus lite better?",
+     ["Northbay Cirrus Noise-Cancelling Headphones", "Northbay Cirrus Lite Headphones"]),
 ])
 def test_named_products_are_found(text, expected):
     assert titles(text) == expected
