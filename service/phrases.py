@@ -119,6 +119,12 @@ TAX_ADVICE = re.compile(r"\b(file|filing|do|doing) (my |our )?tax(es| return)\b|
                         r"\b(write|writing) [\w ]{0,20}?off\b[^.?!]{0,60}\btax(es)?\b|\bincome tax(es)?\b|"
                         r"\bclaim\b[^.?!]{0,30}\bon (my|our) tax(es)?\b", re.I)
 
+# A weather forecast ("is it going to snow in Denver this weekend?"), even from a customer expecting a
+# parcel; whether the weather delays the parcel is a shipping question and stays ours.
+FORECAST = re.compile(r"\b(weather forecast|forecast for|going to (snow|rain|storm)|gonna (snow|rain)|"
+                      r"will it (snow|rain)|what('?s| is| will) the weather)\b", re.I)
+WEATHER_DELAY = re.compile(r"\b(delay\w*|late|affect\w*|hold\w* up|slow\w*)\b", re.I)
+
 # "Bought a stand mixer from you and now it's $50 cheaper": about a purchase made, not a shopping request.
 ALREADY_BOUGHT = re.compile(r"\b(bought|purchased)\b|\b(i|we)( just| already)? (ordered|got)\b|"
                             r"\bordered (a|an|the|some|my|two|three|\d)\b", re.I)

@@ -23,8 +23,8 @@ from service.domain import (
 from service.nlu import NLUResult
 from service.flows.base import answers_pending
 from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, BEFORE_BUYING, BILLING_DISPUTE,
-                             CHANGES_SOMETHING, FED_UP, FLOW_CUES, OTHER_SHOP, PRICE_MATCH, RESUME, SHOPPING_ASK,
-                             SITUATION_CUES, TAX_ADVICE)
+                             CHANGES_SOMETHING, FED_UP, FLOW_CUES, FORECAST, OTHER_SHOP, PRICE_MATCH, RESUME,
+                             SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE, WEATHER_DELAY)
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -241,8 +241,8 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # or an adviser can answer, whatever our own store-hours or sales-tax FAQ shares in words.
     if not signals.order_ref and not state.flow and (
             (OTHER_SHOP.search(text) and ABOUT_THAT_SHOP.search(text) and not PRICE_MATCH.search(text))
-            or TAX_ADVICE.search(text)):
-        return Decision("out_of_scope", intent, reason="about another shop, or advice the store cannot give")
+            or TAX_ADVICE.search(text) or (FORECAST.search(text) and not WEATHER_DELAY.search(text))):
+        return Decision("out_of_scope", intent, reason="about another shop, the weather, or advice the store cannot give")
     # "How much income tax do I owe on my side business?": the NLU is sure it is outside the shop's
     # job; an FAQ entry that shares a few words (payments) does not make it one.
     if confident and intent in out_of_scope and not signals.order_ref and not signals.shopping:

@@ -350,6 +350,15 @@ def test_another_shops_hours_or_support_and_tax_advice_are_out_of_scope(text):
     assert d.action == "out_of_scope"
 
 
+@pytest.mark.parametrize("text,ours", [("will it snow in Boston on Saturday? my package is due", False),
+                                       ("what's the weather going to be like in Miami tomorrow", False),
+                                       ("is the storm going to delay my delivery?", True),
+                                       ("will the snow affect when my parcel arrives", True)])
+def test_a_weather_forecast_is_out_of_scope_but_a_weather_delay_is_ours(text, ours):
+    d = decide(text, SessionState("s"), nlu("faq_shipping", 0.8), [H("faq_ship_10", 0.7, {"category": "shipping"})], TH)
+    assert (d.action == "answer_faq") == ours
+
+
 @pytest.mark.parametrize("text", ["do you match best buy prices?", "is target cheaper than you for this tv",
                                   "we're a nonprofit, are we exempt from the tax?",
                                   "does the price include sales tax or is that written on the invoice"])
