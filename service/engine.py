@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 from retrieval.compare import compare_rows, comparison_text
 from service import smalltalk
 from service.context import follow_up_context, follows_products, merge_hits, same_entry
-from service.domain import Domain, default_domain
+from service.domain import SMALL_TALK, Domain, default_domain
 from service.flows.slots import ORDER_ID
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
 from service.nlu import NLU, NLUResult
@@ -244,7 +244,10 @@ class Assistant:
         if d.action == "compare":
             return self._compare(d.extra["products"], state, base)
         if d.action == "small_talk":
-            return Reply(self.domain.small_talk_reply(nlu.intent, self.store_name), action="small_talk", **base)
+            # The policy may read the message for another pleasantry than the NLU's ("are you a program?").
+            intent = d.intent if d.intent in self.domain.intents_of(SMALL_TALK) else nlu.intent
+            return Reply(self.domain.small_talk_reply(intent, self.store_name), action="small_talk",
+                         **(base | {"intent": intent}))
         if d.action == "out_of_scope":
             return Reply(smalltalk.OUT_OF_SCOPE, action="out_of_scope", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)
         return Reply(smalltalk.FALLBACK, action="fallback", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)

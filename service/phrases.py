@@ -17,6 +17,11 @@ ASKS_HUMAN = re.compile(
 IF_I_NEED_A_PERSON = re.compile(r"\b(if|when|in case) (i|we) (ever |would )?(need|want|have) to (talk|speak|chat)\b", re.I)
 
 
+# "wait, am I chatting with an actual person or a program?": a question about the assistant itself.
+ASKS_WHAT_YOU_ARE = re.compile(r"\b(am i|are you|is this|is that|is it)\b[^.?!]{0,30}?\b(a|an|real|actual|live)\s+"
+                               r"(real |actual |live )?(person|human|bot|robot|program|machine|computer|ai)\b", re.I)
+
+
 def asks_for_a_person(text: str) -> bool:
     """An explicit request for a person now."""
     return bool(ASKS_HUMAN.search(text)) and not IF_I_NEED_A_PERSON.search(text)
@@ -119,6 +124,10 @@ TAX_ADVICE = re.compile(r"\b(file|filing|do|doing) (my |our )?tax(es| return)\b|
                         r"\b(write|writing) [\w ]{0,20}?off\b[^.?!]{0,60}\btax(es)?\b|\bincome tax(es)?\b|"
                         r"\bclaim\b[^.?!]{0,30}\bon (my|our) tax(es)?\b", re.I)
 
+# Medical and legal advice ("is that carpal tunnel? should I see a doctor?", "can I sue my landlord?").
+PERSONAL_ADVICE = re.compile(r"\b(see|visit|call|ask) (a|my|the) (doctor|dr|physician|gp|pharmacist)\b|"
+                             r"\b(medical|legal) advice\b|\bdiagnos(e|is|ed)\b|"
+                             r"\b(can|could|should) (i|we) (sue|take \w+ to court)\b|\bsue (him|her|them|my)\b", re.I)
 # A weather forecast ("is it going to snow in Denver this weekend?"), even from a customer expecting a
 # parcel; whether the weather delays the parcel is a shipping question and stays ours.
 FORECAST = re.compile(r"\b(weather forecast|forecast for|going to (snow|rain|storm)|gonna (snow|rain)|"

@@ -22,9 +22,9 @@ from service.domain import (
 )
 from service.nlu import NLUResult
 from service.flows.base import answers_pending
-from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, BEFORE_BUYING, BILLING_DISPUTE,
-                             CHANGES_SOMETHING, FED_UP, FLOW_CUES, FORECAST, OTHER_SHOP, PRICE_MATCH, RESUME,
-                             SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE, WEATHER_DELAY)
+from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, ASKS_WHAT_YOU_ARE, BEFORE_BUYING,
+                             BILLING_DISPUTE, CHANGES_SOMETHING, FED_UP, FLOW_CUES, FORECAST, OTHER_SHOP, PERSONAL_ADVICE,
+                             PRICE_MATCH, RESUME, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE, WEATHER_DELAY)
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -152,6 +152,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
             return Decision("answer_faq", intent, [top.id], reason=ANSWERED_WHILE_WAITING)
         return Decision("handoff", intent, reason="already with a person")
 
+    # "am I chatting with an actual person or a program?" asks what the assistant is, whatever the NLU
+    # makes of the word "person"; "are you a bot? get me a human" still asks for one.
+    if ASKS_WHAT_YOU_ARE.search(text) and "?" in text and not signals.asks_human and not state.flow \
+            and "bot_identity" in small_talk:
+        return Decision("small_talk", "bot_identity", reason="asks what the assistant is")
     # Asking for a person is always honoured; frustration and the request often share one message.
     # Frustration in the answer a running flow asked for ("like I said it's dead") is the answer.
     upset = intent in handoff_intents and _mass(nlu, handoff_intents) >= th.intent \
@@ -241,7 +246,8 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # or an adviser can answer, whatever our own store-hours or sales-tax FAQ shares in words.
     if not signals.order_ref and not state.flow and (
             (OTHER_SHOP.search(text) and ABOUT_THAT_SHOP.search(text) and not PRICE_MATCH.search(text))
-            or TAX_ADVICE.search(text) or (FORECAST.search(text) and not WEATHER_DELAY.search(text))):
+            or TAX_ADVICE.search(text) or PERSONAL_ADVICE.search(text)
+            or (FORECAST.search(text) and not WEATHER_DELAY.search(text))):
         return Decision("out_of_scope", intent, reason="about another shop, the weather, or advice the store cannot give")
     # "How much income tax do I owe on my side business?": the NLU is sure it is outside the shop's
     # job; an FAQ entry that shares a few words (payments) does not make it one.

@@ -343,7 +343,9 @@ def test_an_unsure_nlu_with_a_product_search_runner_up_and_a_catalogue_cue_recom
                                   "I am self-employed. Can I write off the laptop I bought from you on my taxes?",
                                   "is a standing desk tax-deductible if I work from home",
                                   "could I write the office chair I got from you off against my income taxes",
-                                  "can I claim the printer on my taxes"])
+                                  "can I claim the printer on my taxes",
+                                  "my back hurts since I moved the sofa, should I see a doctor?",
+                                  "the neighbour's dog chewed my parcel, can I sue them?"])
 def test_another_shops_hours_or_support_and_tax_advice_are_out_of_scope(text):
     # Our store-hours or sales-tax FAQ shares words with them; only that shop or an adviser can answer.
     d = decide(text, SessionState("s"), nlu("faq_store_policy", 0.8), [H("faq_pol_01", 0.8, {"category": "store_policy"})], TH)
@@ -526,3 +528,18 @@ def test_a_human_request_reading_of_the_answer_a_running_flow_asked_for_is_the_a
     in_flow = SessionState("s", flow={"name": "order_status", "slots": {"order_id": "HC-104302"}})
     d = decide("HC-104302 daniel.reyes@example.org", in_flow, nlu("human_request", 0.7), [], TH, flows_available=True)
     assert d.action != "handoff"
+
+
+@pytest.mark.parametrize("text,action", [("wait, am I talking to a real person or a bot?", "small_talk"),
+                                         ("is this an actual human?", "small_talk"),
+                                         ("are you a robot? get me a real person", "handoff"),
+                                         ("I want to talk to a real person", "handoff")])
+def test_asking_what_the_assistant_is_is_not_a_request_for_a_person(text, action):
+    from service.phrases import asks_for_a_person
+    from service.policy import Signals
+
+    d = decide(text, SessionState("s"), nlu("human_request", 0.9), [], TH,
+               signals=Signals(asks_human=asks_for_a_person(text)))
+    assert d.action == action
+    if action == "small_talk":
+        assert d.intent == "bot_identity"
