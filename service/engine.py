@@ -227,6 +227,8 @@ class Assistant:
             if result.reply is not None:
                 return result.reply
             # The flow stepped aside (a change of topic): handle the message on its own.
+            if state.flow is not None:
+                faq_hits = self._with_flow_context(state.flow, text, faq_hits)
             d = decide(text, state, nlu, faq_hits, self.thresholds, flows_available=False, domain=self.domain)
             reply = self._act(d, state, text, nlu, faq_hits)
             if result.note:
@@ -251,6 +253,16 @@ class Assistant:
         if d.action == "out_of_scope":
             return Reply(smalltalk.OUT_OF_SCOPE, action="out_of_scope", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)
         return Reply(smalltalk.FALLBACK, action="fallback", suggestions=smalltalk.SUGGESTED_QUESTIONS[:3], **base)
+
+    def _with_flow_context(self, flow_state: dict, text: str, faq_hits: list) -> list:
+        """A question asked while a flow waits for its yes/no ("before I confirm: when does the money come
+        back?" while cancelling) is also read with what the flow is doing, and the two searches merged:
+        the answer about a cancellation's refund, not a return's."""
+        flow = next((f for f in self.domain.flows.values() if f.name == flow_state.get("name")), None)
+        if flow is None or not flow.title:
+            return faq_hits
+        read_with = f"{flow.title}: {text}"
+        return merge_hits(faq_hits, self.search_faq(self.nlu.parse(read_with).embedding, read_with), self.top_k)
 
     def _faq_record(self, faq_id: str, faq_hits: list) -> tuple[dict, float]:
         for h in faq_hits:

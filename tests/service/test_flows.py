@@ -193,6 +193,20 @@ def test_a_question_at_the_confirmation_is_answered_then_the_confirmation_repeat
     assert assistant.flows.store.get_order("HC-104251").status == "cancelled"
 
 
+def test_a_question_at_the_confirmation_is_also_read_with_what_the_flow_is_doing(assistant, monkeypatch):
+    talk(assistant, "s", "I want to cancel my order", "HC-104251", "maya.okafor@example.com")
+    parsed: list[str] = []
+    parse = assistant.nlu.parse
+    monkeypatch.setattr(assistant.nlu, "parse", lambda text: parsed.append(text) or parse(text))
+    r = assistant.respond("s", "when does the money go back on my card?")
+    assert r.action == "answer_faq" and "(yes/no)" in r.text
+    assert "cancelling your order: when does the money go back on my card?" in parsed
+    # Outside a flow the message is read on its own.
+    parsed.clear()
+    assistant.respond("s2", "when does the money go back on my card?")
+    assert not any(t.startswith("cancelling your order") for t in parsed)
+
+
 def test_the_runner_keeps_the_confirmation_pending_across_a_question(runner, clock):
     from service.sessions import SessionState
     from tests.helpers import nlu
