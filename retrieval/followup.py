@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 # Words that open a follow-up, or point back at what was just discussed.
-OPENER = re.compile(r"^\s*(?:and|also|plus|so|but|(?:ok(?:ay)?|alright),?\s+(?:and|so|how|what|when|where|why)|what about|how about|same for|"
-                    r"anything|any)\b", re.I)
+OPENER = re.compile(r"^\s*(?:and|also|plus|so|but|(?:ok(?:ay)?|alright),?\s+(?:and|so|how|what|when|where|why)|"
+                    r"what about|how about|same for|anything|any)\b", re.I)
 POINTS_BACK = re.compile(r"\b(?:it|that|this|they|them|those|these|there|one|too|either|also)\b", re.I)
 MAX_FOLLOW_UP_WORDS = 12
 # "how much?", "why not", "for how long?", "by when?": a bare question word asks about what was just answered.

@@ -64,8 +64,8 @@ CANCELLED = re.compile(r"\b(i|we)( have|'ve)?( already)? cancell?ed\b|\balready 
 _ASKING = "".join(f"(?<!{verb} {det} )" for verb in ("did", "has", "is", "was") for det in ("my", "the"))
 REFUND_CAME = re.compile(_ASKING + r"\b(refund|money)\b(?:(?!\b(?:not|never|yet|still)\b|n't)[^.?!]){0,30}?"
                          r"\b(arrived|came|landed|showed up|went through)\b|"
-                         r"(?<!n't )(?<!not )(?<!never )(?<!yet )\b(got|received|gotten)\b[^.?!]{0,15}?\b(my|the|a) refund\b",
-                         re.I)
+                         r"(?<!n't )(?<!not )(?<!never )(?<!yet )\b(got|received|gotten)\b[^.?!]{0,15}?"
+                         r"\b(my|the|a) refund\b", re.I)
 ALREADY_DONE: dict[str, re.Pattern] = {"return_request": SENT_BACK, "cancel_order": CANCELLED,
                                        "refund_status": REFUND_CAME}
 # Words that change something ("update where my order ships", "I moved", "I misspelled the street"):

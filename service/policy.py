@@ -23,8 +23,9 @@ from service.domain import (
 from service.nlu import NLUResult
 from service.flows.base import answers_pending
 from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, ASKS_WHAT_YOU_ARE, BEFORE_BUYING,
-                             BILLING_DISPUTE, CHANGES_SOMETHING, FED_UP, FLOW_CUES, FORECAST, OTHER_SHOP, PERSONAL_ADVICE,
-                             PRICE_MATCH, RESUME, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE, WEATHER_DELAY)
+                             BILLING_DISPUTE, CHANGES_SOMETHING, FED_UP, FLOW_CUES, FORECAST, OTHER_SHOP,
+                             PERSONAL_ADVICE, PRICE_MATCH, RESUME, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE,
+                             WEATHER_DELAY)
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -195,9 +196,9 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
                     and h.meta.get("category") == faq_category(intent) and h.score >= th.faq]
         if in_topic:
             return Decision("answer_faq", intent, [in_topic[0].id], reason="a follow-up the FAQ answers")
-        # "for how long?" after the chat-transcripts answer: nothing on the topic answers it anew, and
-        # read with its previous message it asks that entry again; the answer holds it ("kept 90 days").
-        # The best hit lies on another topic, one the NLU does not vouch for.
+        # "for how long?" after the chat-transcripts answer: the best hit lies on another topic, one the
+        # NLU does not vouch for, and read with its previous message the follow-up asks that entry again;
+        # the answer holds it ("kept 90 days").
         if signals.same_entry and top.meta.get("category") != signals.same_entry_topic \
                 and not (confident and faq_category(intent) == top.meta.get("category")):
             return Decision("answer_faq", intent, [signals.same_entry], reason="a follow-up on the answer just given")
@@ -248,7 +249,8 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
             (OTHER_SHOP.search(text) and ABOUT_THAT_SHOP.search(text) and not PRICE_MATCH.search(text))
             or TAX_ADVICE.search(text) or PERSONAL_ADVICE.search(text)
             or (FORECAST.search(text) and not WEATHER_DELAY.search(text))):
-        return Decision("out_of_scope", intent, reason="about another shop, the weather, or advice the store cannot give")
+        return Decision("out_of_scope", intent,
+                        reason="about another shop, the weather, or advice the store cannot give")
     # "How much income tax do I owe on my side business?": the NLU is sure it is outside the shop's
     # job; an FAQ entry that shares a few words (payments) does not make it one.
     if confident and intent in out_of_scope and not signals.order_ref and not signals.shopping:
