@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 from retrieval.compare import compare_rows, comparison_text
 from service import smalltalk
 from service.context import follow_up_context, follows_products, merge_hits, same_entry
-from service.domain import SMALL_TALK, Domain, default_domain
+from service.domain import Domain, default_domain
 from service.flows.slots import ORDER_ID
 from service.handoff import HandoffDesk, InMemoryHandoffDesk
 from service.nlu import NLU, NLUResult
@@ -247,7 +247,7 @@ class Assistant:
             return self._compare(d.extra["products"], state, base)
         if d.action == "small_talk":
             # The policy may read the message for another pleasantry than the NLU's ("are you a program?").
-            intent = d.intent if d.intent in self.domain.intents_of(SMALL_TALK) else nlu.intent
+            intent = d.intent or nlu.intent
             return Reply(self.domain.small_talk_reply(intent, self.store_name), action="small_talk",
                          **(base | {"intent": intent}))
         if d.action == "out_of_scope":
@@ -258,7 +258,7 @@ class Assistant:
         """A question asked while a flow waits for its yes/no ("before I confirm: when does the money come
         back?" while cancelling) is also read with what the flow is doing, and the two searches merged:
         the answer about a cancellation's refund, not a return's."""
-        flow = next((f for f in self.domain.flows.values() if f.name == flow_state.get("name")), None)
+        flow = self.flows.by_name.get(flow_state.get("name"))
         if flow is None or not flow.title:
             return faq_hits
         read_with = f"{flow.title}: {text}"

@@ -118,6 +118,11 @@ def _answers_running_flow(text: str, state: SessionState, nlu: NLUResult, domain
     return flow is not None and answers_pending(flow, state.flow, text, nlu, state.verified_orders)
 
 
+def _far_ahead(faq_hits: list) -> bool:
+    """The best FAQ hit stands at least CLEAR_LEAD ahead of the second (or has none)."""
+    return len(faq_hits) < 2 or faq_hits[0].score - faq_hits[1].score >= CLEAR_LEAD
+
+
 def _close_candidates(faq_hits: list, th: "Thresholds") -> list[str]:
     """FAQ ids worth offering in a "Did you mean": the top one and those genuinely close to it (within
     `clarify_margin`), all within the near-FAQ band. A single one is not a question worth asking."""
@@ -283,8 +288,7 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # Not a flow turn, no FAQ answer, and unlike anything we were trained on: say so honestly.
     # ... unless one FAQ answer stands far ahead of the rest, nearly certain ("my accnt is blocked after
     # too many pasword tries, how long till I get back in"): typos make a message look unfamiliar.
-    clear_lead = top is not None and top.score >= th.faq - th.near_faq \
-        and (len(faq_hits) < 2 or top.score - faq_hits[1].score >= CLEAR_LEAD)
+    clear_lead = top is not None and top.score >= th.faq - th.near_faq and _far_ahead(faq_hits)
     if signals.out_of_scope and not signals.order_ref and not signals.shopping and not clear_lead \
             and not (confident and intent in small_talk | control):
         return Decision("out_of_scope", intent, reason="the out-of-scope detector flagged it")
@@ -311,8 +315,7 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # thermostat and the plugs working, can anyone help?" is the smart-home setup entry, 0.27 ahead).
     reach = 3 * th.near_faq if confident and top is not None and \
         faq_category(intent) == top.meta.get("category") else 2 * th.near_faq
-    if top is not None and faq_category(intent) and top.score >= th.faq - reach \
-            and (len(faq_hits) < 2 or top.score - faq_hits[1].score >= CLEAR_LEAD):
+    if top is not None and faq_category(intent) and top.score >= th.faq - reach and _far_ahead(faq_hits):
         return Decision("answer_faq", intent, [top.id], reason="one FAQ answer far ahead of the others")
     if confident and faq_category(intent) and top is not None:
         return Decision("fallback", intent, reason="FAQ topic recognised but no answer matched")
