@@ -51,7 +51,13 @@ _UNOPENED = re.compile(r"\b(unopened|sealed|still in (the|its|their) (original )
 _OPENED = re.compile(r"\b" + _OPEN_WORDS + r"\b|\btried (it|them)\b|\bopen box\b", re.I)
 
 
+# "isabella@example.com is the email I used": the email, card or account used, not the item.
+_USED_FOR_ORDERING = re.compile(r"\b(e-?mail|address|account|card)\b[^.?!,]{0,25}?\b(i|we)( have| had|'ve)? "
+                                r"(used|use)\b", re.I)
+
+
 def extract_condition(text: str, nlu: NLUResult, ctx: FlowContext) -> str | None:
+    text = _USED_FOR_ORDERING.sub(" ", text)
     if DEFECT.search(text):
         return "defective"
     if _NEGATED_OPEN.search(text) or _UNOPENED.search(text):

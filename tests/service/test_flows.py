@@ -80,6 +80,13 @@ def test_opened_return_states_the_restocking_fee(assistant):
     assert "15% restocking fee" in rs[-1].text
 
 
+def test_the_email_i_used_does_not_say_the_item_was_used(assistant):
+    rs = talk(assistant, "s", "I'd like to return HC-104240", "oliver.brandt@example.org is the email I used")
+    assert rs[-1].action == "start_return" and "restocking" not in rs[-1].text and "(yes/no)" not in rs[-1].text
+    r = assistant.respond("s", "they're both still sealed in the boxes")
+    assert r.action == "start_return" and "restocking" not in r.text and "(yes/no)" in r.text
+
+
 def test_return_outside_the_window_is_refused_with_a_ticket(assistant):
     rs = talk(assistant, "s", "I want to return order HC-104118", "daniel.reyes@example.org")
     assert rs[-1].handoff and "outside our 30-day return window" in rs[-1].text
