@@ -14,10 +14,11 @@ policy recommends, and a new search reads it with the request that showed them.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from retrieval.followup import reads_like_follow_up
+from retrieval.followup import MAX_FOLLOW_UP_WORDS, reads_like_follow_up
 
 if TYPE_CHECKING:   # retrieval.index loads FAISS; the engine imports this module on every start
     from retrieval.index import Hit
@@ -65,9 +66,16 @@ def same_entry(context: Context | None, with_context: list[Hit], threshold: floa
     return context.faq_id if best.id == context.faq_id and best.score >= threshold else None
 
 
+# "something lighter I can carry to clients?", "something she could take in the pool?": after products,
+# a short message opening with "something" asks for another of them.
+_SOMETHING_ELSE = re.compile(r"^\W*(?:(?:is there|got|maybe|or|ok(?:ay)?|hmm+),?\s+)?something\b", re.I)
+
+
 def follows_products(state: Any, text: str) -> bool:
     """The previous reply showed products and this message reads like a follow-up to it ("one that
-    mops too?", "does it need the internet?")."""
+    mops too?", "does it need the internet?", "something lighter?")."""
     last = state.history[-1] if state.history else {}
     return bool(state.last_products) and last.get("role") == "assistant" \
-        and last.get("action") in ("recommend", "compare") and reads_like_follow_up(text)
+        and last.get("action") in ("recommend", "compare") \
+        and (reads_like_follow_up(text)
+             or (len(text.split()) <= MAX_FOLLOW_UP_WORDS and bool(_SOMETHING_ELSE.search(text))))

@@ -122,12 +122,18 @@ PRICE_MATCH = re.compile(r"\b(match|matching|beat|cheaper|lower price|price)\b",
 TAX_ADVICE = re.compile(r"\b(file|filing|do|doing) (my |our )?tax(es| return)\b|\btax return\b|\birs\b|"
                         r"\btax (advice|bracket|deduction)s?\b|\bdeduct\b[^.?!]{0,30}\btaxes\b|\btax[- ]deductible\b|"
                         r"\b(write|writing) [\w ]{0,20}?off\b[^.?!]{0,60}\btax(es)?\b|\bincome tax(es)?\b|"
-                        r"\bclaim\b[^.?!]{0,30}\bon (my|our) tax(es)?\b", re.I)
+                        r"\bclaim\b[^.?!]{0,30}\bon (my|our) tax(es)?\b|"
+                        # "do I have to declare it on my taxes if I sell my old TV?"
+                        r"\bdeclare\b[^.?!]{0,40}?\btax(es)?\b|\bon (my|our) (income )?tax(es| return)\b", re.I)
 
-# Medical and legal advice ("is that carpal tunnel? should I see a doctor?", "can I sue my landlord?").
+# Medical and legal advice ("is that carpal tunnel? should I see a doctor?", "can I sue my landlord?",
+# whether something is safe with a health condition).
 PERSONAL_ADVICE = re.compile(r"\b(see|visit|call|ask) (a|my|the) (doctor|dr|physician|gp|pharmacist)\b|"
                              r"\b(medical|legal) advice\b|\bdiagnos(e|is|ed)\b|"
-                             r"\b(can|could|should) (i|we) (sue|take \w+ to court)\b|\bsue (him|her|them|my)\b", re.I)
+                             r"\b(can|could|should) (i|we) (sue|take \w+ to court)\b|\bsue (him|her|them|my)\b|"
+                             # "is it safe to sleep on an electric blanket if you have a pacemaker?"
+                             r"\b(is it|it'?s|is that|is this|would it be) safe\b[^.?!]{0,60}?\b(pacemaker|pregnan\w*|"
+                             r"epilep\w*|seizures?|asthma|heart condition|medications?|medicines?)\b", re.I)
 # A weather forecast ("is it going to snow in Denver this weekend?"), even from a customer expecting a
 # parcel; whether the weather delays the parcel is a shipping question and stays ours.
 FORECAST = re.compile(r"\b(weather forecast|forecast for|going to (snow|rain|storm)|gonna (snow|rain)|"

@@ -171,7 +171,10 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     # "my Visa keeps getting rejected at checkout, what is going on?", "the parcel came smashed up": a
     # problem the FAQ answers with certainty, told without exasperation, gets that answer (the customer
     # can still ask for a person); "I'm so fed up" or a request for a person still goes to one.
-    if upset and not asks_person and not FED_UP.search(text) and top is not None and top.score >= th.faq:
+    # So does one whose answer stands far ahead of every other just below the threshold ("so annoying, the
+    # air purifier I bought 6 days ago is $30 less on your own site today": the price-adjustment entry).
+    if upset and not asks_person and not FED_UP.search(text) and top is not None and (
+            top.score >= th.faq or (top.score >= th.faq - th.near_faq and _far_ahead(faq_hits))):
         return Decision("answer_faq", intent, [top.id], reason="a problem the FAQ answers, told calmly")
     if asks_person or upset:
         why = "the customer asked for a person" if asks_person else "the customer is frustrated"
@@ -229,6 +232,12 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         if asks_policy and not state.flow and not signals.order_ref and not resume \
                 and top is not None and top.score >= th.faq - th.near_faq:
             return Decision("answer_faq", intent, [top.id], reason="a question about the policy, not a request")
+        # "the tracking link says no information found, did something go wrong?", "I ordered it on Saturday,
+        # is that why it hasn't gone out yet?": no order number, and one FAQ entry answers the question with
+        # certainty, far ahead of the rest: how orders go, not a request to look one up.
+        if intent == "order_status" and not state.flow and not signals.order_ref and not resume and "?" in text \
+                and top is not None and top.score >= th.faq and _far_ahead(faq_hits):
+            return Decision("answer_faq", intent, [top.id], reason="a question about how orders go, not a lookup")
         if state.flow or resume or (confident and intent in flow_actions):
             return Decision(flow_actions.get(intent, "flow"), intent, flow=flow_actions.get(intent),
                             reason="service flow")
@@ -238,6 +247,15 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
             return Decision(flow_actions[flow_intent], flow_intent, flow=flow_actions[flow_intent],
                             reason="an order number with a service request")
 
+    # Another shop's hours or branches, or its products' support, and personal tax, medical or legal advice:
+    # only that shop or an adviser can answer, whatever our own store-hours or sales-tax FAQ shares in words
+    # or the NLU makes of a product named in it ("is an electric blanket safe with a pacemaker?").
+    if not signals.order_ref and not state.flow and (
+            (OTHER_SHOP.search(text) and ABOUT_THAT_SHOP.search(text) and not PRICE_MATCH.search(text))
+            or TAX_ADVICE.search(text) or PERSONAL_ADVICE.search(text)
+            or (FORECAST.search(text) and not WEATHER_DELAY.search(text))):
+        return Decision("out_of_scope", intent,
+                        reason="about another shop, the weather, or advice the store cannot give")
     if confident and intent in small_talk:
         return Decision("small_talk", intent)
     if confident and intent in search:
@@ -248,14 +266,6 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if signals.shopping and SHOPPING_ASK.search(text) and \
             not (confident and faq_category(intent) and top is not None and top.score >= th.faq):
         return Decision("recommend", intent, reason="asks whether the store sells a catalogue item")
-    # Another shop's hours or branches, or its products' support, and personal tax advice: only that shop
-    # or an adviser can answer, whatever our own store-hours or sales-tax FAQ shares in words.
-    if not signals.order_ref and not state.flow and (
-            (OTHER_SHOP.search(text) and ABOUT_THAT_SHOP.search(text) and not PRICE_MATCH.search(text))
-            or TAX_ADVICE.search(text) or PERSONAL_ADVICE.search(text)
-            or (FORECAST.search(text) and not WEATHER_DELAY.search(text))):
-        return Decision("out_of_scope", intent,
-                        reason="about another shop, the weather, or advice the store cannot give")
     # "How much income tax do I owe on my side business?": the NLU is sure it is outside the shop's
     # job; an FAQ entry that shares a few words (payments) does not make it one.
     if confident and intent in out_of_scope and not signals.order_ref and not signals.shopping:

@@ -22,6 +22,9 @@ def test_a_bare_question_of_a_few_words_is_a_follow_up():
     assert follow_up_context(AFTER_FAQ, "by when?") is not None
     assert follow_up_context(AFTER_FAQ, "ok how long do i wait before i tell u") is not None
     assert follow_up_context(AFTER_FAQ, "for my nephew, do you have gaming laptops") is None
+    # closing with "then"
+    assert follow_up_context(AFTER_FAQ, "whats the number to ring on monday then") is not None
+    assert follow_up_context(AFTER_FAQ, "then I want to know the number to call") is None
 
 
 def test_the_same_entry_only_when_the_context_reading_finds_it_first_and_certainly():
@@ -38,6 +41,8 @@ def test_a_follow_up_right_after_products_were_shown_is_about_them():
     shown.history = [{"role": "user", "text": "cheapest robot vacuum"},
                      {"role": "assistant", "text": "Here are...", "action": "recommend"}]
     assert follows_products(shown, "one that mops too?")
+    assert follows_products(shown, "something lighter I can carry to clients though?")
+    assert not follows_products(shown, "something is wrong with my order and I need to know what happened to it")
     assert not follows_products(shown, "How long does standard delivery take for a big parcel like a sofa?")
     later = SessionState("s", last_products=["P1114"], history=shown.history + AFTER_FAQ)
     assert not follows_products(later, "one that mops too?")        # a FAQ answer came in between
