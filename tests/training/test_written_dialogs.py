@@ -19,9 +19,10 @@ DEMO = PROJECT_ROOT / "data" / "demo"
 WRITTEN = {"train": DEMO / "written_train_dialogs.jsonl", "val": DEMO / "written_val_dialogs.jsonl",
            "val2": DEMO / "written_val2_dialogs.jsonl",   # val2: chosen on since it was first scored
            "val3": DEMO / "written_val3_dialogs.jsonl",   # val3: chosen on in the fourth round
-           "val4": DEMO / "written_val4_dialogs.jsonl"}   # val4: a fresh set, scored at the end, never chosen on
-PREFIX = {"train": "wtrain-", "val": "wval-", "val2": "wval2-", "val3": "wval3-", "val4": "wval4-"}
-VALIDATION = ("val", "val2", "val3", "val4")
+           "val4": DEMO / "written_val4_dialogs.jsonl",   # val4: chosen on in the fifth round
+           "val5": DEMO / "written_val5_dialogs.jsonl"}   # val5: a fresh set, scored at the end, never chosen on
+PREFIX = {"train": "wtrain-", "val": "wval-", "val2": "wval2-", "val3": "wval3-", "val4": "wval4-", "val5": "wval5-"}
+VALIDATION = ("val", "val2", "val3", "val4", "val5")
 
 
 def _norm(text: str) -> str:
@@ -37,7 +38,7 @@ def _messages(path) -> set[str]:
 @pytest.mark.parametrize("split", sorted(WRITTEN))
 def test_the_written_dialogs_load_and_name_only_what_exists(split):
     dialogs = load_dialogs(WRITTEN[split])
-    assert len(dialogs) >= {"train": 120, "val": 70, "val2": 50, "val3": 50, "val4": 50}[split]
+    assert len(dialogs) >= {"train": 120, "val": 70, "val2": 50, "val3": 50, "val4": 50, "val5": 50}[split]
     domain = default_domain()
     faq_ids = {r["id"] for r in read_jsonl(DEMO / "faq.jsonl")}
     product_ids = {p["id"] for p in read_jsonl(DEMO / "products.jsonl")}
