@@ -4,7 +4,8 @@
 Customers type fast, and a message with three misspelt words reads to the encoder like something it
 has never seen: the out-of-scope detector flags it, or the FAQ search falls short. Each word that is
 neither an English word (symspellpy's 82,765-word frequency dictionary) nor a word of the deployment's
-own pack (FAQ, intent examples, catalogue: brand and model names, "Cloudbook", "Sweepa") is replaced by
+own pack (FAQ, intent examples, catalogue: brand and model names, "Cloudbook", "Sweepa") nor a name
+customers use that neither holds (`KNOWN_NAMES`: "venmo", "zelle") is replaced by
 the most frequent known word one edit away (insert, delete, substitute or swap two letters), the
 pack's words first. Chat shorthand ("pls", "acct", "wk") is read as its words first (`SHORTHAND`: one
 edit would make "accnt" "accent"). Only plain alphabetic words of three letters or more are corrected:
@@ -41,6 +42,10 @@ SHORTHAND = {
     "qty": "quantity", "approx": "approximately", "dept": "department", "w/": "with", "w/o": "without",
     "dunno": "don't know", "wanna": "want to", "gonna": "going to", "gotta": "have to", "lemme": "let me",
 }
+# Names customers use that neither the English dictionary nor a store's pack holds: one edit would make
+# "venmo" "venom" and "zelle" "belle". Read as written.
+KNOWN_NAMES = frozenset({"venmo", "zelle", "cashapp", "sezzle", "alipay", "wechat", "revolut", "monzo", "paysafecard",
+                         "shopify", "doordash", "instacart", "tiktok", "airpods", "chromecast", "roku"})
 _STRETCHED = re.compile(r"([a-z])\1{2,}")   # a letter three times or more: "hiii", "sooo"
 _SHORT_WORD = re.compile(r"([^\w/]*)([\w/]+)([^\w/]*)")
 ENGLISH = "frequency_dictionary_en_82_765.txt"
@@ -56,7 +61,7 @@ class SpellingCorrector:
         self._sym.load_dictionary(str(importlib.resources.files("symspellpy") / ENGLISH), term_index=0, count_index=1)
         for word in vocabulary:
             self._sym.create_dictionary_entry(word, PACK_BOOST)
-        self._known = frozenset(self._sym.words)
+        self._known = frozenset(self._sym.words) | KNOWN_NAMES     # left as written, never a correction
 
     def correct(self, text: str) -> str:
         from symspellpy import Verbosity

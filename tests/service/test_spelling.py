@@ -31,6 +31,12 @@ def test_the_packs_own_words_win_and_are_never_changed(corrector):
     assert corrector.correct("whats the restockng fee") == "whats the restocking fee"
 
 
+def test_names_customers_use_stay_as_written(corrector):
+    # One edit away from "venom" and "belle", but a payment app a customer asks about.
+    assert corrector.correct("venmo accepted?") == "venmo accepted?"
+    assert corrector.correct("do you take Zelle or cashapp") == "do you take Zelle or cashapp"
+
+
 def test_numbers_addresses_and_short_words_stay_as_written(corrector):
     text = "order HC-104266, email ruby.nguyen@example.org, $299.99, R7 or R9, 2x, ok, xq"
     assert corrector.correct(text) == text
