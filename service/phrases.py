@@ -153,3 +153,7 @@ SHOPPING_ASK = re.compile(r"\b(do|does|did) (you|u|ya|y'?all|the store|your (sto
                           r"\b(any|got any) (recommendations?|suggestions?) for\b|"
                           # "the cheapest robot vacuum": a superlative over the catalogue is a shopping question
                           r"\b(cheapest|priciest|least expensive|most expensive|lowest[- ]priced|highest[- ]priced)\b", re.I)
+
+# A question, with or without its question mark ("will it leave today or monday", "when does it get here").
+ASKS_A_QUESTION = re.compile(r"\?|^\W*(when|why|how|what|where|which|will|would|does|do|did|is|are|can|could)\b|"
+                             r"\b(will|would|does|did|is|can) (it|that|this|they|my order)\b", re.I)

@@ -22,10 +22,10 @@ from service.domain import (
 )
 from service.nlu import NLUResult
 from service.flows.base import answers_pending
-from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, ASKS_WHAT_YOU_ARE, BEFORE_BUYING,
-                             BILLING_DISPUTE, CHANGES_SOMETHING, FED_UP, FLOW_CUES, FORECAST, OTHER_SHOP,
-                             PERSONAL_ADVICE, PRICE_MATCH, RESUME, SHOPPING_ASK, SITUATION_CUES, TAX_ADVICE,
-                             WEATHER_DELAY)
+from service.phrases import (ABOUT_THAT_SHOP, ALREADY_BOUGHT, ALREADY_DONE, ASKS_A_QUESTION, ASKS_WHAT_YOU_ARE,
+                             BEFORE_BUYING, BILLING_DISPUTE, CHANGES_SOMETHING, FED_UP, FLOW_CUES, FORECAST,
+                             OTHER_SHOP, PERSONAL_ADVICE, PRICE_MATCH, RESUME, SHOPPING_ASK, SITUATION_CUES,
+                             TAX_ADVICE, WEATHER_DELAY)
 from service.sessions import SessionState
 
 _ORDINALS = {"1": 0, "first": 0, "one": 0, "top": 0, "2": 1, "second": 1, "two": 1, "3": 2, "third": 2, "three": 2}
@@ -232,10 +232,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         if asks_policy and not state.flow and not signals.order_ref and not resume \
                 and top is not None and top.score >= th.faq - th.near_faq:
             return Decision("answer_faq", intent, [top.id], reason="a question about the policy, not a request")
-        # "the tracking link says no information found, did something go wrong?", "I ordered it on Saturday,
-        # is that why it hasn't gone out yet?": no order number, and one FAQ entry answers the question with
-        # certainty, far ahead of the rest: how orders go, not a request to look one up.
-        if intent == "order_status" and not state.flow and not signals.order_ref and not resume and "?" in text \
+        # "the tracking link says no information found, did something go wrong?", "i ordered on saturday
+        # will it leave today or monday": no order number, and one FAQ entry answers the question (its
+        # question mark or its words) with certainty, far ahead of the rest: how orders go, not a lookup.
+        if intent == "order_status" and not state.flow and not signals.order_ref and not resume \
+                and ASKS_A_QUESTION.search(text) \
                 and top is not None and top.score >= th.faq and _far_ahead(faq_hits):
             return Decision("answer_faq", intent, [top.id], reason="a question about how orders go, not a lookup")
         if state.flow or resume or (confident and intent in flow_actions):
