@@ -7,7 +7,8 @@
 The student is, by default, the teacher with half its layers, spread from the first to the last
 (6 -> 0,2,5: best on BANKING77 validation against every-other, bottom and top halves, see the
 README), its embeddings and its intent head;
-`distill.student_encoder` names any smaller Hugging Face encoder instead. It learns from:
+`distill.student_encoder` names any smaller Hugging Face encoder instead (with `student_layers`, cut to
+that many of its own layers, chosen by `layer_selection`). It learns from:
 
 - the teacher's soft intent distribution, KL at temperature `temperature` (x T^2, Hinton et al.);
 - the hard labels of the labelled rows, cross-entropy (`ce_weight`);
@@ -149,10 +150,17 @@ def build_student(teacher: Any, settings: DistillSettings) -> tuple[Any, dict[st
     max_length = settings.max_length or teacher.max_length
     if settings.student_encoder:
         student = SupportModel.from_encoder(settings.student_encoder, teacher.labels, max_length=max_length)
+        how: dict[str, Any] = {"init": "pretrained", "student_encoder": settings.student_encoder, "layers": None}
+        if settings.student_layers:
+            # A pretrained student shrunk to `student_layers` of its own layers, chosen as for the teacher's.
+            n_encoder = len(encoder_layers(student.encoder)[0])
+            keep = select_layers(n_encoder, settings.student_layers, settings.layer_selection)
+            shrink_encoder(student.encoder, keep)
+            how.update(encoder_layers=n_encoder, layers=keep, layer_selection=settings.layer_selection)
         if student.dim == teacher.dim:
             with torch.no_grad():
                 student.intent_head.load_state_dict(teacher.intent_head.state_dict())
-        return student, {"init": "pretrained", "student_encoder": settings.student_encoder, "layers": None}
+        return student, how
     _, path = encoder_layers(teacher.encoder)
     n_teacher = len(encoder_layers(teacher.encoder)[0])
     n_student = settings.student_layers or max(1, math.ceil(n_teacher / 2))

@@ -167,6 +167,51 @@ def test_a_student_of_another_encoder_aligns_similarities(project, capsys, tmp_p
     assert results["embedding_alignment"] == "similarity_matrix" and results["student"]["init"] == "pretrained"
 
 
+
+@pytest.mark.parametrize("selection, kept", [("spread", [0, 3]), ("bottom", [0, 1]), ("1,3", [1, 3])])
+def test_a_pretrained_student_encoder_is_cut_to_student_layers(project, tmp_path, selection, kept):
+    """`student_encoder` with `student_layers`: the pretrained encoder keeps that many of its own
+    layers, chosen by `layer_selection` (the teacher's are never copied into it)."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from core.config import DistillSettings
+
+    other = tmp_path / "deep"
+    torch.manual_seed(2)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(other)
+    teacher_dir = project.parent / "artifacts" / "teacher"
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(teacher_dir / name, other / name)
+    pretrained = BertModel.from_pretrained(other)
+    teacher = SupportModel.from_pretrained(teacher_dir)
+
+    student, how = distill.build_student(teacher, DistillSettings(student_encoder=str(other), student_layers=2,
+                                                                  layer_selection=selection))
+    assert how == {"init": "pretrained", "student_encoder": str(other), "layers": kept, "encoder_layers": 4,
+                   "layer_selection": selection}
+    assert student.encoder.config.num_hidden_layers == 2 and len(student.encoder.encoder.layer) == 2
+    assert student.dim == 16 and student.labels == teacher.labels
+    for new, old in enumerate(kept):   # the pretrained encoder's own blocks, in order
+        for (name, a), (_, b) in zip(student.encoder.encoder.layer[new].state_dict().items(),
+                                     pretrained.encoder.layer[old].state_dict().items()):
+            assert torch.equal(a, b), (selection, new, old, name)
+    # it runs and saves as a 2-layer model
+    probs, emb = student.predict(["where is my parcel"])
+    assert probs.shape == (1, 3) and emb.shape == (1, 16)
+    student.save_pretrained(tmp_path / "cut")
+    assert SupportModel.from_pretrained(tmp_path / "cut").encoder.config.num_hidden_layers == 2
+
+    # without student_layers the pretrained encoder stays whole, as before
+    whole, how = distill.build_student(teacher, DistillSettings(student_encoder=str(other)))
+    assert whole.encoder.config.num_hidden_layers == 4 and how["layers"] is None
+    # more layers than the encoder has: one clear error
+    with pytest.raises(ConfigError, match="more than"):
+        distill.build_student(teacher, DistillSettings(student_encoder=str(other), student_layers=5))
+
 @pytest.mark.slow
 def test_two_process_distillation(project):
     proc = accelerate_launch(["-m", "training.distill", "--config", str(project), "--max-steps", "6"], processes=2)
