@@ -118,6 +118,14 @@ def _answers_running_flow(text: str, state: SessionState, nlu: NLUResult, domain
     return flow is not None and answers_pending(flow, state.flow, text, nlu, state.verified_orders)
 
 
+def _short_sentences(text: str) -> bool:
+    """A few words, or two or three short sentences with no question among them."""
+    if len(text.split()) <= MAX_PLEASANTRY_WORDS:
+        return True
+    sentences = [s for s in re.split(r"[.!]+", text) if s.strip()]
+    return "?" not in text and len(sentences) <= 3 and all(len(s.split()) <= MAX_PLEASANTRY_WORDS for s in sentences)
+
+
 def _far_ahead(faq_hits: list) -> bool:
     """The best FAQ hit stands at least CLEAR_LEAD ahead of the second (or has none)."""
     return len(faq_hits) < 2 or faq_hits[0].score - faq_hits[1].score >= CLEAR_LEAD
@@ -311,8 +319,9 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
         return Decision("recommend", intent, reason="a catalogue category, brand or budget was named")
     if confident and intent in control:
         return Decision("small_talk", intent)
-    # "ok thanks anyway", "fair enough, see you": short pleasantries need less certainty.
-    if intent in small_talk and len(text.split()) <= 6 and conf >= th.intent / 2 \
+    # "ok thanks anyway", "fair enough, see you", "You have been very kind. Good night.": short pleasantries
+    # (a few short sentences, no question) need less certainty.
+    if intent in small_talk and _short_sentences(text) and conf >= th.intent / 2 \
             and (top is None or top.score < th.faq):
         return Decision("small_talk", intent, reason="a short pleasantry")
     if top is not None and top.score >= th.faq - th.near_faq and (faq_category(intent) or not confident):

@@ -568,3 +568,14 @@ def test_a_question_about_how_orders_go_is_answered_not_looked_up(text, hits, lo
     signals = Signals(order_ref="HC-" in text)
     d = decide(text, SessionState("s"), nlu("order_status", 0.64), hits, TH, flows_available=True, signals=signals)
     assert (d.action == "order_status") is lookup and (lookup or d.faq_ids == [hits[0].id])
+
+
+@pytest.mark.parametrize("text,pleasantry", [("ok thanks anyway", True),
+                                             ("You have been very kind. Good night.", True),
+                                             ("Thank you so much. You were a great help today!", True),
+                                             ("thanks, and can you also tell me when my parcel comes", False),
+                                             ("Thanks. One more thing. What are your opening hours on Sundays?", False)])
+def test_a_short_pleasantry_needs_less_certainty(text, pleasantry):
+    # The NLU leans to "goodbye" or "thanks" without certainty, and no FAQ answer stands out.
+    d = decide(text, SessionState("s"), nlu("goodbye", 0.3), [H("faq_pol_01", 0.3)], TH)
+    assert (d.action == "small_talk") is pleasantry
