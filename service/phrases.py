@@ -65,7 +65,9 @@ _ASKING = "".join(f"(?<!{verb} {det} )" for verb in ("did", "has", "is", "was") 
 REFUND_CAME = re.compile(_ASKING + r"\b(refund|money)\b(?:(?!\b(?:not|never|yet|still)\b|n't)[^.?!]){0,30}?"
                          r"\b(arrived|came|landed|showed up|went through)\b|"
                          r"(?<!n't )(?<!not )(?<!never )(?<!yet )\b(got|received|gotten)\b[^.?!]{0,15}?"
-                         r"\b(my|the|a) refund\b", re.I)
+                         r"\b(my|the|a) refund\b|"
+                         # "why did I only get $254 back when I paid 299?": it came, short
+                         r"\b(only|just) (got|get|gotten|received)\b[^.?!]{0,25}?\b(back|refunded)\b", re.I)
 ALREADY_DONE: dict[str, re.Pattern] = {"return_request": SENT_BACK, "cancel_order": CANCELLED,
                                        "refund_status": REFUND_CAME}
 # Words that change something ("update where my order ships", "I moved", "I misspelled the street"):

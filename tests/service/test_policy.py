@@ -416,9 +416,10 @@ def test_a_question_about_the_return_policy_is_answered_not_taken_for_a_return(t
 
 def test_a_refund_that_came_short_is_a_question_about_the_policy_not_a_status_request():
     near = [H("faq_ref_03", 0.56, {"category": "refunds"})]
-    text = "Returned the toaster. The refund finally came but it's short by a few dollars, why?"
-    d = decide(text, SessionState("s"), nlu("refund_status", 0.9), near, TH, flows_available=True)
-    assert d.action == "answer_faq" and d.faq_ids == ["faq_ref_03"]
+    for text in ("Returned the toaster. The refund finally came but it's short by a few dollars, why?",
+                 "why did I only get $254 back when I paid 299 for the vacuum I returned??"):
+        d = decide(text, SessionState("s"), nlu("refund_status", 0.9), near, TH, flows_available=True)
+        assert d.action == "answer_faq" and d.faq_ids == ["faq_ref_03"], text
     for asks in ("my refund hasn't arrived", "I haven't received my refund", "did my refund come through?",
                  "has the refund arrived yet?"):
         d = decide(asks, SessionState("s"), nlu("refund_status", 0.9), near, TH, flows_available=True)
