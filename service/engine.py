@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from retrieval.compare import compare_rows, comparison_text
+from retrieval.compare import compare_rows, comparison_text, refers_to_shown
 from service import smalltalk
 from service.context import follow_up_context, follows_products, merge_hits, same_entry
 from service.domain import Domain, default_domain
@@ -159,6 +159,7 @@ class Assistant:
         if signals.same_entry:
             signals.same_entry_topic = with_context[0].meta.get("category")
         signals.about_products = follows_products(state, text)
+        signals.points_at_shown = signals.about_products and refers_to_shown(text)
         decision = decide(text, state, nlu, faq_hits, self.thresholds,
                           flows_available=self.flows is not None, signals=signals, domain=self.domain)
         t = lap("policy", t)

@@ -61,6 +61,7 @@ class Signals:
     same_entry: str | None = None  # that follow-up, read with its previous message, asks the same entry again
     same_entry_topic: str | None = None  # that entry's category
     about_products: bool = False  # reads as a follow-up to the products just shown ("one that mops too?")
+    points_at_shown: bool = False  # and points at them ("which one lasts longer on battery", "of those")
 
 
 @dataclass
@@ -275,6 +276,11 @@ def decide(text: str, state: SessionState, nlu: NLUResult, faq_hits: list, th: T
     if signals.shopping and SHOPPING_ASK.search(text) and \
             not (confident and faq_category(intent) and top is not None and top.score >= th.faq):
         return Decision("recommend", intent, reason="asks whether the store sells a catalogue item")
+    # "which one lasts longer on battery" right after products were shown: about them, whatever the NLU
+    # makes of a message with no product named in it.
+    if signals.about_products and signals.points_at_shown and not signals.order_ref and not state.flow \
+            and not (confident and (intent in small_talk or faq_category(intent))):
+        return Decision("recommend", intent, reason=ABOUT_SHOWN_PRODUCTS)
     # "How much income tax do I owe on my side business?": the NLU is sure it is outside the shop's
     # job; an FAQ entry that shares a few words (payments) does not make it one.
     if confident and intent in out_of_scope and not signals.order_ref and not signals.shopping:

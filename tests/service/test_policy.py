@@ -399,6 +399,10 @@ def test_a_follow_up_to_the_products_just_shown_recommends_when_nothing_else_ans
     assert decide("thanks, that one", SessionState("s"), nlu("thanks"), [], TH, signals=about).action == "small_talk"
     assert decide("and the weather there?", SessionState("s"), nlu("out_of_scope"), [], TH,
                   signals=about).action == "out_of_scope"
+    # ... unless it points at the products shown ("which one ..."): about them, whatever the NLU says.
+    pointing = Signals(about_products=True, points_at_shown=True)
+    assert decide("which one lasts longer on battery", SessionState("s"), nlu("out_of_scope"), [], TH,
+                  signals=pointing).action == "recommend"
     assert decide("one that mops too?", SessionState("s"), nlu("deny", 0.32), [H("a", 0.3)], TH,
                   signals=Signals(out_of_scope=True)).action == "out_of_scope"
 
