@@ -144,20 +144,24 @@ def test_distil_a_student_from_a_tiny_teacher(project, capsys, tmp_path):
     assert resumed["param_checksum"] == ranks["param_checksum"]
 
 
-def test_a_student_of_another_encoder_aligns_similarities(project, capsys, tmp_path):
-    """`student_encoder`: any Hugging Face encoder (here a 16-wide one): the similarity matrices are matched."""
+def _tiny_encoder(folder, tokenizer_from, layers: int, seed: int):
+    """A 16-wide BERT encoder with `layers` layers saved in `folder`, with the teacher's tokenizer."""
     import shutil
 
     import torch
     from transformers import BertConfig, BertModel
 
-    other = tmp_path / "narrow"
-    torch.manual_seed(1)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(other)
-    teacher_dir = project.parent / "artifacts" / "teacher"
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(teacher_dir / name, other / name)
+        shutil.copy(tokenizer_from / name, folder / name)
+    return folder
+
+
+def test_a_student_of_another_encoder_aligns_similarities(project, capsys, tmp_path):
+    """`student_encoder`: any Hugging Face encoder (here a 16-wide one): the similarity matrices are matched."""
+    other = _tiny_encoder(tmp_path / "narrow", project.parent / "artifacts" / "teacher", layers=1, seed=1)
     code, err = run(["--config", str(project), "--max-steps", "4", "--set", f"distill.student_encoder={other}",
                      "--output-dir", str(tmp_path / "narrow_student")], capsys)
     assert code == 0, err
@@ -172,20 +176,13 @@ def test_a_student_of_another_encoder_aligns_similarities(project, capsys, tmp_p
 def test_a_pretrained_student_encoder_is_cut_to_student_layers(project, tmp_path, selection, kept):
     """`student_encoder` with `student_layers`: the pretrained encoder keeps that many of its own
     layers, chosen by `layer_selection` (the teacher's are never copied into it)."""
-    import shutil
-
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     from core.config import DistillSettings
 
-    other = tmp_path / "deep"
-    torch.manual_seed(2)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(other)
     teacher_dir = project.parent / "artifacts" / "teacher"
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(teacher_dir / name, other / name)
+    other = _tiny_encoder(tmp_path / "deep", teacher_dir, layers=4, seed=2)
     pretrained = BertModel.from_pretrained(other)
     teacher = SupportModel.from_pretrained(teacher_dir)
 
